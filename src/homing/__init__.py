@@ -1,0 +1,5 @@
+"""Homing: self-hosted webhook delivery that speaks the Svix API."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,138 @@
+"""Settings: defaults, then an optional TOML file, then ``HOMING_*`` environment variables.
+
+``load_settings`` is pure (it takes the environment and the file path as arguments) and is
+called once by the CLI; the frozen result is passed down. Every field ``name`` is set by the
+file key ``name`` and the variable ``HOMING_NAME``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from homing.errors import ConfigError
+
+ENV_PREFIX = "HOMING_"
+
+
+class Secret(str):
+    """A string that never shows itself in ``repr``/``str`` (logs, tracebacks, ``--help``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def reveal(self) -> str:
+        """The real value, for the few places that must use it."""
+        return str.__str__(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of a Homing process. Times are in seconds."""
+
+    database_url: str = "sqlite:///homing.sqlite3"
+    host: str = "127.0.0.1"
+    port: int = 8071
+    bootstrap_token: Secret | None = None
+    public_url: str = ""
+    request_timeout: float = 15.0
+    max_body_bytes: int = 1024 * 1024
+    retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    retry_jitter: float = 0.2
+    log_level: str = "info"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={redact_url(v) if f.name == 'database_url' else v!r}"
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        )
+        return f"Settings({shown})"
+
+    @property
+    def base_url(self) -> str:
+        """Where people reach this installation (for portal links)."""
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _convert(name: str, kind: str, raw: Any) -> Any:
+    # ``kind`` is the annotation text (postponed annotations), e.g. ``"int"``.
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[
+                str(raw).strip().lower()
+            ]
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "tuple[int, ...]":
+            items = raw if isinstance(raw, list) else str(raw).split(",")
+            return tuple(int(str(i).strip()) for i in items if str(i).strip())
+        if kind == "Secret | None":
+            return Secret(str(raw)) if str(raw) else None
+        return str(raw)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"{name}: cannot read {raw!r} as {kind}") from exc
+
+
+def _validate(settings: Settings) -> Settings:
+    if not (0 < settings.port < 65536):
+        raise ConfigError(f"port: {settings.port} is not a TCP port")
+    if settings.request_timeout <= 0:
+        raise ConfigError("request_timeout: must be positive")
+    if not (0 <= settings.retry_jitter < 1):
+        raise ConfigError("retry_jitter: must be in [0, 1)")
+    if any(s < 0 for s in settings.retry_schedule):
+        raise ConfigError("retry_schedule: delays must not be negative")
+    if settings.max_body_bytes < 1024:
+        raise ConfigError("max_body_bytes: must be at least 1024")
+    scheme = settings.database_url.split(":", 1)[0]
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise ConfigError("database_url: use sqlite:///PATH or postgresql://...")
+    return settings
+
+
+def load_settings(environ: Mapping[str, str], path: str | Path | None = None) -> Settings:
+    """Build settings from defaults, the TOML file at ``path`` and ``HOMING_*`` in ``environ``.
+
+    Raises ``ConfigError`` for an unreadable file, an unknown key or a bad value.
+    """
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown config keys in {path}: {', '.join(unknown)}")
+        values.update(data)
+    for name in fields:
+        env_value = environ.get(ENV_PREFIX + name.upper())
+        if env_value is not None:
+            values[name] = env_value
+    converted = {k: _convert(k, str(fields[k].type), v) for k, v in values.items()}
+    return _validate(Settings(**converted))

@@ -1,0 +1,43 @@
+"""Errors raised by Homing.
+
+HomingError
+ ├── ConfigError            bad settings
+ ├── StorageError           the database failed or refused
+ │    ├── NotFoundError      no such object (in this organisation)
+ │    ├── ConflictError      a unique key is taken (uid, eventId, event type name)
+ │    └── MigrationError     migrations could not be applied
+ └── InvalidTransition      the delivery state machine was asked for a move it forbids
+"""
+
+from __future__ import annotations
+
+
+class HomingError(Exception):
+    """Something went wrong in Homing."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(HomingError):
+    """The settings are invalid."""
+
+
+class StorageError(HomingError):
+    """The database failed."""
+
+
+class NotFoundError(StorageError):
+    """The object was not found."""
+
+
+class ConflictError(StorageError):
+    """An object with this key already exists."""
+
+
+class MigrationError(StorageError):
+    """The database schema could not be migrated."""
+
+
+class InvalidTransition(HomingError):
+    """This delivery state change is not allowed."""

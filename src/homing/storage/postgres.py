@@ -1,0 +1,105 @@
+"""PostgreSQL adapter (asyncpg): a connection pool, ``FOR UPDATE SKIP LOCKED`` claims and
+LISTEN/NOTIFY wake-ups, so any number of API and worker processes can share one database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from homing.errors import StorageError
+from homing.storage.base import Row
+
+CHANNEL = "homing_work"
+_MIGRATION_LOCK = 0x686F6D696E67  # "homing"
+
+
+class PgConnection:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
+        try:
+            result: Sequence[Row] = await self._conn.fetch(sql, *args)
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"PostgreSQL refused a query: {exc}") from exc
+        return result
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        found = await self.fetch(sql, *args)
+        return found[0] if found else None
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            status: str = await self._conn.execute(sql, *args)
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"PostgreSQL refused a statement: {exc}") from exc
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, args)
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"PostgreSQL refused a statement: {exc}") from exc
+
+    async def execute_script(self, script: str) -> None:
+        await self._conn.execute(script)
+
+
+class PostgresDatabase:
+    dialect = "postgres"
+    lock_clause = " FOR UPDATE SKIP LOCKED"
+    find_function = "strpos"
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+        return cls(pool, dsn)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PgConnection]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield PgConnection(conn)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[PgConnection]:
+        async with self._pool.acquire() as conn:
+            yield PgConnection(conn)
+
+    async def lock_migrations(self, conn: Any) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+
+    async def notify(self) -> None:
+        self._wake.set()
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when another process (or this one) says there is work, or after ``timeout``."""
+        if self._listener is None or self._listener.is_closed():
+            self._listener = await asyncpg.connect(self._dsn)
+            await self._listener.add_listener(CHANNEL, self._on_notify)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    async def close(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
+        await self._pool.close()
