@@ -61,6 +61,11 @@ class Storage:
     async def close(self) -> None:
         await self.db.close()
 
+    async def ping(self) -> None:
+        """Raise ``StorageError`` unless the database answers."""
+        async with self.db.connection() as conn:
+            await conn.fetch("SELECT 1 AS one")
+
     # -- schema ------------------------------------------------------------------------------
 
     async def migrate(self) -> list[str]:

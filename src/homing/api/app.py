@@ -1,0 +1,60 @@
+"""``create_app``: the FastAPI application with every router, error handler and middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, Response
+from fastapi.responses import HTMLResponse
+
+from homing import __version__
+from homing.api import applications, attempts, endpoints, errors, event_types, messages
+from homing.api.deps import Services
+from homing.api.middleware import BodyLimit, Idempotency
+from homing.config import Settings
+from homing.storage import Storage
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings, storage: Storage, clock: Callable[[], datetime] = utc_now
+) -> FastAPI:
+    """The ASGI app. ``storage`` is opened (and migrated) by the caller, who also closes it."""
+    app = FastAPI(
+        title="Homing",
+        version=__version__,
+        description="Self-hosted webhook delivery with a Svix-compatible API.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = Services(settings=settings, storage=storage, clock=clock)
+    errors.install(app)
+    for module in (applications, endpoints, event_types, messages, attempts):
+        app.include_router(module.router)
+
+    @app.get("/api/v1/health", status_code=204, tags=["Health"], operation_id="v1.health.get")
+    async def health() -> Response:
+        """204 when the database answers."""
+        await storage.ping()
+        return Response(status_code=204)
+
+    @app.get("/api/v1/health/ping", status_code=204, tags=["Health"], include_in_schema=False)
+    async def ping() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard() -> str:
+        return (
+            "<!doctype html><html><head><meta charset=utf-8><title>Homing</title></head>"
+            f"<body><h1>Homing {__version__}</h1><p>The dashboard is coming soon. The API is at "
+            "<a href='/docs'>/docs</a>.</p></body></html>"
+        )
+
+    app.add_middleware(Idempotency, storage=storage, clock=clock)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,237 @@
+"""``/api/v1/app/{app_id}/endpoint``: where a customer receives webhooks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from homing.api.deps import App, Paging, Svc, utc
+from homing.api.errors import ApiError
+from homing.api.schemas import (
+    HEADER_NAME,
+    EndpointHeadersIn,
+    EndpointHeadersOut,
+    EndpointHeadersPatchIn,
+    EndpointIn,
+    EndpointOut,
+    EndpointPatch,
+    EndpointSecretOut,
+    EndpointSecretRotateIn,
+    EndpointStats,
+    EndpointUpdate,
+    RecoverIn,
+    RecoverOut,
+    list_out,
+)
+from homing.core.keys import rotate
+from homing.core.models import Application, DeliveryState, Endpoint, EndpointSecret
+from homing.errors import NotFoundError
+from homing.ids import new_id
+from homing.signing import generate_secret
+
+router = APIRouter(prefix="/api/v1/app/{app_id}/endpoint", tags=["Endpoint"])
+ListEndpointOut = list_out(EndpointOut)
+
+# headers a customer may not set: we own them (signing, framing) or they break HTTP
+RESERVED_HEADERS = frozenset(
+    {
+        "host", "content-length", "content-type", "content-encoding", "transfer-encoding",
+        "connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "proxy-connection",
+        "te", "trailer", "upgrade", "user-agent", "expect",
+    }
+)
+RESERVED_PREFIXES = ("webhook-", "svix-", "x-hub-signature", "homing-")
+SENSITIVE = re.compile(r"authorization|cookie|secret|token|api-?key|password", re.IGNORECASE)
+DEFAULT_GRACE = timedelta(hours=24)
+
+
+def endpoint_out(ep: Endpoint) -> EndpointOut:
+    return EndpointOut(
+        id=ep.id, uid=ep.uid, url=ep.url, description=ep.description,
+        throttle_rate=ep.rate_limit, disabled=ep.disabled,
+        event_types=list(ep.event_types) if ep.event_types is not None else None,
+        channels=list(ep.channels) if ep.channels is not None else None,
+        metadata=ep.metadata, created_at=ep.created_at, updated_at=ep.updated_at,
+    )
+
+
+def check_headers(headers: dict[str, str | None]) -> dict[str, str | None]:
+    """Validate custom header names and values; raise 422 naming the bad one."""
+    for name, value in headers.items():
+        lower = name.lower()
+        if not HEADER_NAME.match(name):
+            raise ApiError(422, f"Header name {name[:64]!r} is not a valid HTTP token.", "validation")
+        if lower in RESERVED_HEADERS or lower.startswith(RESERVED_PREFIXES):
+            raise ApiError(422, f"Header {name!r} is set by Homing and cannot be overridden.", "validation")
+        if value is not None and (
+            len(value) > 4096 or any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value)
+        ):
+            raise ApiError(422, f"Header {name!r} has an invalid value.", "validation")
+    return headers
+
+
+async def endpoint(app: App, endpoint_id: str, svc: Svc) -> Endpoint:
+    return await svc.storage.get_endpoint(app.id, endpoint_id)
+
+
+Ep = Annotated[Endpoint, Depends(endpoint)]
+
+
+def _normalise(types: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(dict.fromkeys(types)) if types else None
+
+
+def new_endpoint(svc: Svc, app: Application, body: EndpointIn, uid: str | None) -> Endpoint:
+    now = svc.clock()
+    headers = {k: v for k, v in check_headers(dict(body.headers or {})).items() if v is not None}
+    return Endpoint(
+        id=new_id("ep"), org_id=app.org_id, app_id=app.id, url=body.url, uid=uid,
+        description=body.description, rate_limit=body.throttle_rate, disabled=body.disabled,
+        event_types=_normalise(body.event_types), channels=_normalise(body.channels),
+        secrets=(EndpointSecret(body.secret or generate_secret()),), headers=headers,
+        metadata=body.metadata, created_at=now, updated_at=now,
+    )
+
+
+@router.get("", response_model=ListEndpointOut, operation_id="v1.endpoint.list")
+async def list_endpoints(app: App, svc: Svc, page: Paging) -> ListEndpointOut:
+    found = await svc.storage.list_endpoints(app.id, page)
+    return ListEndpointOut(
+        data=[endpoint_out(e) for e in found.items],
+        iterator=found.iterator, prev_iterator=found.prev_iterator, done=found.done,
+    )
+
+
+@router.post("", response_model=EndpointOut, status_code=201, operation_id="v1.endpoint.create")
+async def create_endpoint(app: App, body: EndpointIn, svc: Svc) -> EndpointOut:
+    return endpoint_out(await svc.storage.create_endpoint(new_endpoint(svc, app, body, body.uid)))
+
+
+@router.get("/{endpoint_id}", response_model=EndpointOut, operation_id="v1.endpoint.get")
+async def get_endpoint(ep: Ep) -> EndpointOut:
+    return endpoint_out(ep)
+
+
+@router.put("/{endpoint_id}", response_model=EndpointOut, operation_id="v1.endpoint.update")
+async def update_endpoint(
+    app: App, endpoint_id: str, body: EndpointUpdate, svc: Svc, response: Response
+) -> EndpointOut:
+    """Replace the endpoint; create it (201, uid = the path) if there is none."""
+    try:
+        ep = await svc.storage.get_endpoint(app.id, endpoint_id)
+    except NotFoundError:
+        fresh = new_endpoint(svc, app, EndpointIn(**body.model_dump()), body.uid or endpoint_id)
+        response.status_code = 201
+        return endpoint_out(await svc.storage.create_endpoint(fresh))
+    updated = replace(
+        ep, url=body.url, description=body.description, uid=body.uid,
+        rate_limit=body.throttle_rate, disabled=body.disabled,
+        event_types=_normalise(body.event_types), channels=_normalise(body.channels),
+        metadata=body.metadata, updated_at=svc.clock(),
+    )
+    return endpoint_out(await svc.storage.update_endpoint(updated))
+
+
+@router.patch("/{endpoint_id}", response_model=EndpointOut, operation_id="v1.endpoint.patch")
+async def patch_endpoint(ep: Ep, body: EndpointPatch, svc: Svc) -> EndpointOut:
+    given = body.model_fields_set
+    changes: dict[str, object] = {"updated_at": svc.clock()}
+    for field, attr in (
+        ("url", "url"), ("description", "description"), ("disabled", "disabled"),
+        ("metadata", "metadata"),
+    ):
+        if field in given and getattr(body, field) is not None:
+            changes[attr] = getattr(body, field)
+    if "uid" in given:
+        changes["uid"] = body.uid
+    if "throttle_rate" in given:
+        changes["rate_limit"] = body.throttle_rate
+    if "event_types" in given:
+        changes["event_types"] = _normalise(body.event_types)
+    if "channels" in given:
+        changes["channels"] = _normalise(body.channels)
+    if body.secret is not None:
+        changes["secrets"] = rotate(ep.secrets, body.secret, svc.clock(), DEFAULT_GRACE)
+    return endpoint_out(await svc.storage.update_endpoint(replace(ep, **changes)))  # type: ignore[arg-type]
+
+
+@router.delete("/{endpoint_id}", status_code=204, operation_id="v1.endpoint.delete")
+async def delete_endpoint(ep: Ep, svc: Svc) -> Response:
+    await svc.storage.delete_endpoint(ep.id)
+    return Response(status_code=204)
+
+
+@router.get("/{endpoint_id}/secret", response_model=EndpointSecretOut, operation_id="v1.endpoint.get-secret")
+async def get_secret(ep: Ep) -> EndpointSecretOut:
+    return EndpointSecretOut(key=ep.secrets[0].key)
+
+
+@router.post(
+    "/{endpoint_id}/secret/rotate", response_model=EndpointSecretOut,
+    operation_id="v1.endpoint.rotate-secret",
+)
+async def rotate_secret(ep: Ep, svc: Svc, body: EndpointSecretRotateIn | None = None) -> EndpointSecretOut:
+    """Make a new current key (given or generated); the old one signs on for the grace period."""
+    body = body or EndpointSecretRotateIn()
+    key = body.key or generate_secret()
+    grace = timedelta(seconds=body.grace_period_seconds) if body.grace_period_seconds is not None else DEFAULT_GRACE
+    now = svc.clock()
+    await svc.storage.update_endpoint(replace(ep, secrets=rotate(ep.secrets, key, now, grace), updated_at=now))
+    return EndpointSecretOut(key=key)
+
+
+def headers_out(ep: Endpoint) -> EndpointHeadersOut:
+    sensitive = sorted(n for n in ep.headers if SENSITIVE.search(n))
+    shown = {k: v for k, v in ep.headers.items() if k not in sensitive}
+    return EndpointHeadersOut(headers=shown, sensitive=sensitive)
+
+
+@router.get("/{endpoint_id}/headers", response_model=EndpointHeadersOut, operation_id="v1.endpoint.get-headers")
+async def get_headers(ep: Ep) -> EndpointHeadersOut:
+    return headers_out(ep)
+
+
+@router.put("/{endpoint_id}/headers", status_code=204, operation_id="v1.endpoint.update-headers")
+async def put_headers(ep: Ep, body: EndpointHeadersIn, svc: Svc) -> Response:
+    headers = {k: v for k, v in check_headers(dict(body.headers)).items() if v is not None}
+    await svc.storage.update_endpoint(replace(ep, headers=headers, updated_at=svc.clock()))
+    return Response(status_code=204)
+
+
+@router.patch("/{endpoint_id}/headers", status_code=204, operation_id="v1.endpoint.patch-headers")
+async def patch_headers(ep: Ep, body: EndpointHeadersPatchIn, svc: Svc) -> Response:
+    """Merge headers; a null value removes that header."""
+    merged: dict[str, str] = dict(ep.headers)
+    for name, value in check_headers(body.headers).items():
+        if value is None:
+            merged = {k: v for k, v in merged.items() if k.lower() != name.lower()}
+        else:
+            merged[name] = value
+    await svc.storage.update_endpoint(replace(ep, headers=merged, updated_at=svc.clock()))
+    return Response(status_code=204)
+
+
+@router.get("/{endpoint_id}/stats", response_model=EndpointStats, operation_id="v1.endpoint.get-stats")
+async def get_stats(
+    ep: Ep, svc: Svc, since: datetime | None = None, until: datetime | None = None
+) -> EndpointStats:
+    counts = await svc.storage.endpoint_stats(ep.id, utc(since), utc(until))
+    return EndpointStats(
+        success=counts[DeliveryState.SUCCESS], pending=counts[DeliveryState.PENDING],
+        sending=counts[DeliveryState.SENDING], fail=counts[DeliveryState.FAILED],
+        canceled=counts[DeliveryState.CANCELED],
+    )
+
+
+@router.post("/{endpoint_id}/recover", response_model=RecoverOut, status_code=202, operation_id="v1.endpoint.recover")
+async def recover(ep: Ep, body: RecoverIn, svc: Svc) -> RecoverOut:
+    """Queue again every failed delivery of this endpoint made since ``since`` (until ``until``)."""
+    now = svc.clock()
+    since = utc(body.since)
+    assert since is not None
+    await svc.storage.recover(ep.id, since, utc(body.until), now)
+    return RecoverOut(id=new_id("qtask"), status="finished", task="endpoint.recover", updated_at=now)

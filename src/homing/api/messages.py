@@ -1,0 +1,131 @@
+"""``/api/v1/app/{app_id}/msg``: ingest (the transactional outbox) and message history."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from jsonschema import ValidationError as SchemaValidationError
+from jsonschema.validators import validator_for
+
+from homing.api.applications import create_or_get
+from homing.api.deps import App, AnyCaller, Paging, Svc, split_list, utc
+from homing.api.errors import ApiError
+from homing.api.schemas import ApplicationIn, MessageIn, MessageOut, list_out
+from homing.core.models import Application, EventType, Message
+from homing.errors import NotFoundError
+from homing.ids import new_id
+from homing.storage.base import MessageFilter
+
+router = APIRouter(prefix="/api/v1/app/{app_id}/msg", tags=["Message"])
+ListMessageOut = list_out(MessageOut)
+
+
+def message_out(msg: Message, with_content: bool = True) -> MessageOut:
+    return MessageOut(
+        id=msg.id, event_type=msg.event_type, event_id=msg.event_id,
+        payload=json.loads(msg.payload) if with_content else {},
+        channels=list(msg.channels) if msg.channels is not None else None,
+        tags=list(msg.tags) if msg.tags is not None else None,
+        timestamp=msg.created_at,
+    )
+
+
+def encode_payload(payload: dict[str, Any]) -> str:
+    """The exact JSON text that will be stored and sent, or 422."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ApiError(
+            422, "payload must be JSON without NaN/Infinity or unpaired surrogates.", "validation"
+        ) from exc
+    return text
+
+
+def check_against_schema(et: EventType | None, payload: dict[str, Any]) -> None:
+    """Validate ``payload`` against the newest schema version of its event type, if any."""
+    if et is None or not et.schemas:
+        return
+    newest = max(et.schemas, key=lambda v: (int(v) if v.isdigit() else -1, v))
+    schema = et.schemas[newest]
+    errors = sorted(validator_for(schema)(schema).iter_errors(payload), key=lambda e: list(e.path))
+    if errors:
+        first: SchemaValidationError = errors[0]
+        where = "/".join(str(p) for p in first.path) or "(root)"
+        raise ApiError(
+            422,
+            f"payload does not match schema {newest} of {et.name!r} at {where}: {first.message}",
+            "validation",
+        )
+
+
+async def target_application(app_id: str, body: MessageIn, who: AnyCaller, svc: Svc) -> Application:
+    """The path's application; created on the fly when the body carries ``application``."""
+    try:
+        app = await svc.storage.get_application(who.org_id, app_id)
+    except NotFoundError:
+        if body.application is None or who.app_id is not None:
+            raise
+        spec = ApplicationIn(**{**body.application.model_dump(), "uid": body.application.uid or app_id})
+        app, _ = await create_or_get(svc, who.org_id, spec, get_if_exists=True)
+    if who.app_id is not None and who.app_id != app.id:
+        raise ApiError(404, "Application not found.")
+    return app
+
+
+@router.post("", response_model=MessageOut, status_code=202, operation_id="v1.message.create")
+async def create_message(
+    body: MessageIn,
+    svc: Svc,
+    app: Annotated[Application, Depends(target_application)],
+    with_content: bool = True,
+) -> MessageOut:
+    """Store the message and its deliveries in one transaction; 202 means durable and queued."""
+    payload = encode_payload(body.payload)
+    try:
+        et: EventType | None = await svc.storage.get_event_type(app.org_id, body.event_type)
+    except NotFoundError:
+        et = None
+    check_against_schema(et, body.payload)
+    now = svc.clock()
+    msg = Message(
+        id=new_id("msg"), org_id=app.org_id, app_id=app.id, event_type=body.event_type,
+        event_id=body.event_id, payload=payload,
+        channels=tuple(dict.fromkeys(body.channels)) if body.channels else None,
+        tags=tuple(dict.fromkeys(body.tags)) if body.tags else None, created_at=now,
+    )
+    await svc.storage.create_message(msg)
+    return message_out(msg, with_content)
+
+
+@router.get("", response_model=ListMessageOut, operation_id="v1.message.list")
+async def list_messages(
+    app: App,
+    svc: Svc,
+    page: Paging,
+    event_types: Annotated[list[str] | None, Query()] = None,
+    channel: str | None = None,
+    tag: str | None = None,
+    before: datetime | None = None,
+    after: datetime | None = None,
+    with_content: bool = True,
+) -> ListMessageOut:
+    """Messages of the application, newest first."""
+    flt = MessageFilter(
+        event_types=split_list(event_types), channel=channel, tag=tag, before=utc(before),
+        after=utc(after),
+    )
+    found = await svc.storage.list_messages(app.id, flt, replace(page, descending=True))
+    return ListMessageOut(
+        data=[message_out(m, with_content) for m in found.items],
+        iterator=found.iterator, prev_iterator=found.prev_iterator, done=found.done,
+    )
+
+
+@router.get("/{msg_id}", response_model=MessageOut, operation_id="v1.message.get")
+async def get_message(app: App, msg_id: str, svc: Svc, with_content: bool = True) -> MessageOut:
+    return message_out(await svc.storage.get_message(app.id, msg_id), with_content)

@@ -1,0 +1,145 @@
+"""ASGI middleware: a request body size limit (413) and ``Idempotency-Key`` replay."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from homing.storage import Storage
+from homing.storage.base import StoredResponse
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_NOT_STORED = frozenset({401, 403, 429})  # answers that depend on the moment, not the request
+IDEMPOTENCY_WAIT = 10.0
+
+
+async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error(code: str, detail: str) -> bytes:
+    return json.dumps({"code": code, "detail": detail}).encode()
+
+
+class BodyLimit:
+    """Read the whole request body up front, refusing more than ``limit`` bytes with 413."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        too_large = _error("payload_too_large", f"Request bodies are limited to {self.limit} bytes.")
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _send_json(send, 413, too_large)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _send_json(send, 413, too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class Idempotency:
+    """A POST with an ``Idempotency-Key`` runs once per (token, path, key); repeats get the
+    first answer again. Concurrent repeats wait for the first to finish (race-safe: the key is
+    reserved by a unique insert before the request runs)."""
+
+    def __init__(self, app: ASGIApp, storage: Storage, clock: Callable[[], datetime]) -> None:
+        self.app = app
+        self.storage = storage
+        self.clock = clock
+
+    @staticmethod
+    def _key(scope: Scope) -> str | None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        headers = dict(scope["headers"])
+        key = headers.get(b"idempotency-key")
+        if not key:
+            return None
+        parts = [headers.get(b"authorization", b""), scope["path"].encode(), scope["query_string"], key]
+        return hashlib.sha256(b"\n".join(parts)).hexdigest()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = self._key(scope)
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + IDEMPOTENCY_WAIT
+        delay = 0.02
+        while (state := await self.storage.idempotency_begin(key, self.clock())) is False:
+            if asyncio.get_running_loop().time() > deadline:
+                await _send_json(
+                    send, 409, _error("conflict", "A request with this Idempotency-Key is still running.")
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        if isinstance(state, StoredResponse):
+            await _send_json(
+                send, state.status_code, state.body.encode(), [(b"idempotent-replayed", b"true")]
+            )
+            return
+        await self._run(key, scope, receive, send)
+
+    async def _run(self, key: str, scope: Scope, receive: Receive, send: Send) -> None:
+        status = 500
+        body: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        except BaseException:
+            await self.storage.idempotency_finish(key, None)
+            raise
+        keep = status < 500 and status not in _NOT_STORED
+        text = b"".join(body).decode("utf-8", "replace")
+        await self.storage.idempotency_finish(key, StoredResponse(status, text) if keep else None)

@@ -1,0 +1,281 @@
+"""Request and response bodies of the Svix-compatible API (camelCase on the wire)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+NAME_PATTERN = r"^[a-zA-Z0-9\-_.]+$"
+CHANNEL_PATTERN = r"^[a-zA-Z0-9\-_.:]+$"
+SECRET_PATTERN = r"^(whsec_)?[a-zA-Z0-9+/=]{32,100}$"
+
+
+def clean_text(value: str) -> str:
+    """Reject control characters (but tab and newline) and unpaired surrogates."""
+    for char in value:
+        if char in "\t\n":
+            continue
+        category = unicodedata.category(char)
+        if category == "Cc":
+            raise ValueError("must not contain control characters")
+        if category == "Cs":
+            raise ValueError("must not contain unpaired surrogates")
+    return value
+
+
+def check_url(value: str) -> str:
+    """An absolute http(s) URL with a host and a valid port, without spaces or controls."""
+    clean_text(value)
+    if any(c.isspace() for c in value) or "\\" in value:
+        raise ValueError("must not contain whitespace or backslashes")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError("has an invalid port") from exc
+    if not parts.hostname or port == 0:
+        raise ValueError("must have a host (and a port from 1 to 65535)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(clean_text)]
+Name = Annotated[str, Field(min_length=1, max_length=256, pattern=NAME_PATTERN)]
+Channel = Annotated[str, Field(min_length=1, max_length=128, pattern=CHANNEL_PATTERN)]
+Url = Annotated[str, Field(min_length=1, max_length=65536), AfterValidator(check_url)]
+Metadata = dict[Annotated[str, Field(max_length=256), AfterValidator(clean_text)], Text]
+ThrottleIn = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", str_max_length=65536
+    )
+
+
+# -- applications ------------------------------------------------------------------------------
+
+
+class ApplicationIn(Schema):
+    name: Annotated[Text, Field(min_length=1, max_length=256)]
+    uid: Name | None = None
+    throttle_rate: ThrottleIn | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class ApplicationPatch(Schema):
+    name: Annotated[Text, Field(min_length=1, max_length=256)] | None = None
+    uid: Name | None = None
+    throttle_rate: ThrottleIn | None = None
+    metadata: Metadata | None = None
+
+
+class ApplicationOut(Schema):
+    id: str
+    uid: str | None
+    name: str
+    throttle_rate: int | None
+    metadata: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+class EndpointUpdate(Schema):
+    url: Url
+    description: Annotated[Text, Field(max_length=65536)] = ""
+    uid: Name | None = None
+    throttle_rate: ThrottleIn | None = None
+    disabled: bool = False
+    event_types: Annotated[list[Name], Field(max_length=256)] | None = None
+    channels: Annotated[list[Channel], Field(max_length=10)] | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class EndpointIn(EndpointUpdate):
+    secret: Annotated[str, Field(pattern=SECRET_PATTERN)] | None = None
+    headers: dict[str, str] | None = None
+
+
+class EndpointPatch(Schema):
+    url: Url | None = None
+    description: Annotated[Text, Field(max_length=65536)] | None = None
+    uid: Name | None = None
+    throttle_rate: ThrottleIn | None = None
+    disabled: bool | None = None
+    event_types: Annotated[list[Name], Field(max_length=256)] | None = None
+    channels: Annotated[list[Channel], Field(max_length=10)] | None = None
+    metadata: Metadata | None = None
+    secret: Annotated[str, Field(pattern=SECRET_PATTERN)] | None = None
+
+
+class EndpointOut(Schema):
+    id: str
+    uid: str | None
+    url: str
+    description: str
+    throttle_rate: int | None
+    disabled: bool
+    event_types: list[str] | None
+    channels: list[str] | None
+    metadata: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class EndpointSecretOut(Schema):
+    key: str
+
+
+class EndpointSecretRotateIn(Schema):
+    key: Annotated[str, Field(pattern=SECRET_PATTERN)] | None = None
+    grace_period_seconds: Annotated[int, Field(ge=0, le=604800)] | None = None
+
+
+class EndpointHeadersIn(Schema):
+    headers: dict[str, str]
+
+
+class EndpointHeadersPatchIn(Schema):
+    headers: dict[str, str | None]
+
+
+class EndpointHeadersOut(Schema):
+    headers: dict[str, str]
+    sensitive: list[str]
+
+
+class EndpointStats(Schema):
+    success: int
+    pending: int
+    sending: int
+    fail: int
+    canceled: int
+
+
+class RecoverIn(Schema):
+    since: datetime
+    until: datetime | None = None
+
+
+class RecoverOut(Schema):
+    id: str
+    status: Literal["running", "finished", "failed"]
+    task: Literal["endpoint.recover", "endpoint.replay"]
+    updated_at: datetime
+
+
+# -- event types -------------------------------------------------------------------------------
+
+
+class EventTypeUpdate(Schema):
+    description: Annotated[Text, Field(max_length=65536)]
+    archived: bool = False
+    deprecated: bool = False
+    feature_flag: Name | None = None
+    schemas: dict[str, Any] | None = None
+
+
+class EventTypeIn(EventTypeUpdate):
+    name: Name
+
+
+class EventTypePatch(Schema):
+    description: Annotated[Text, Field(max_length=65536)] | None = None
+    archived: bool | None = None
+    deprecated: bool | None = None
+    feature_flag: Name | None = None
+    schemas: dict[str, Any] | None = None
+
+
+class EventTypeOut(Schema):
+    name: str
+    description: str
+    archived: bool
+    deprecated: bool
+    feature_flag: str | None
+    schemas: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- messages and attempts ---------------------------------------------------------------------
+
+
+class MessageIn(Schema):
+    event_type: Name
+    event_id: Name | None = None
+    payload: dict[str, Any]
+    channels: Annotated[list[Channel], Field(min_length=1, max_length=10)] | None = None
+    tags: Annotated[list[Channel], Field(max_length=5)] | None = None
+    application: ApplicationIn | None = None
+    payload_retention_period: Annotated[int, Field(ge=1, le=90)] | None = None
+
+
+class MessageOut(Schema):
+    id: str
+    event_type: str
+    event_id: str | None
+    payload: dict[str, Any]
+    channels: list[str] | None
+    tags: list[str] | None
+    timestamp: datetime
+
+
+class DeliveryStatus(Schema):
+    status: int
+    status_text: str
+    next_attempt: datetime | None
+
+
+class EndpointMessageOut(MessageOut, DeliveryStatus):
+    pass
+
+
+class MessageEndpointOut(EndpointOut, DeliveryStatus):
+    pass
+
+
+class MessageAttemptOut(Schema):
+    id: str
+    msg_id: str
+    endpoint_id: str
+    url: str
+    response: str
+    response_status_code: int
+    response_duration_ms: int
+    status: int
+    status_text: str
+    trigger_type: int
+    timestamp: datetime
+    failure_class: str | None = None
+    failure_message: str | None = None
+
+
+class ListOut(Schema):
+    """The Svix ``ListResponse`` envelope; ``data`` is typed per route."""
+
+    iterator: str | None
+    prev_iterator: str | None
+    done: bool
+
+
+def list_out(model: type[Schema]) -> type[ListOut]:
+    """A ``ListResponse_<model>`` class with typed ``data``."""
+    return type(
+        f"ListResponse{model.__name__}",
+        (ListOut,),
+        {"__annotations__": {"data": list[model]}, "__module__": __name__},  # type: ignore[valid-type]
+    )
+
+
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
