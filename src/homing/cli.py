@@ -45,9 +45,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--port", type=int, help="listen port (env: HOMING_PORT, default 8071)")
     sub.add_parser("worker", help="the delivery worker only")
     sub.add_parser("migrate", help="apply database migrations (env: HOMING_DATABASE_URL)")
-    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_command", required=True
+    )
     create = token.add_parser("create", help="mint an organisation API token and print it")
-    create.add_argument("--org", default=DEFAULT_ORG, help=f"organisation id (default {DEFAULT_ORG})")
+    create.add_argument(
+        "--org", default=DEFAULT_ORG, help=f"organisation id (default {DEFAULT_ORG})"
+    )
     return parser
 
 
@@ -85,11 +89,20 @@ async def _serve(settings: Settings, with_api: bool, with_worker: bool, migrate:
         if with_api:
             app = create_app(settings, storage)
             config = uvicorn.Config(
-                app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                proxy_headers=False, server_header=False,
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level=settings.log_level,
+                proxy_headers=False,
+                server_header=False,
             )
-            log.info("homing %s on http://%s:%s (%s)", __version__, settings.host, settings.port,
-                     redact_url(settings.database_url))
+            log.info(
+                "homing %s on http://%s:%s (%s)",
+                __version__,
+                settings.host,
+                settings.port,
+                redact_url(settings.database_url),
+            )
             await uvicorn.Server(config).serve()  # returns on SIGINT/SIGTERM
         else:
             loop = asyncio.get_running_loop()

@@ -8,11 +8,12 @@ file key ``name`` and the variable ``HOMING_NAME``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from homing.errors import ConfigError
 
@@ -65,51 +66,79 @@ class Settings:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
+    """``url`` with any password (user-info or ``?password=``) replaced by ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is None and "password=" not in parts.query:
+        return url  # untouched: urlunsplit would also drop an empty "//" authority
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if "password=" in parts.query:
+        query = [
+            f"{k}=***" if k == "password" else f"{k}={v}" for k, v in parse_qsl(parts.query, True)
+        ]
+        parts = parts._replace(query="&".join(query))
+    return urlunsplit(parts)
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _integer(raw: Any) -> int:
+    # TOML gives real ints; refuse bools and fractional floats rather than truncating them
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise ValueError(raw)
+    if not isinstance(raw, int | float | str):
+        raise TypeError(raw)
+    return int(raw)
 
 
 def _convert(name: str, kind: str, raw: Any) -> Any:
     # ``kind`` is the annotation text (postponed annotations), e.g. ``"int"``.
     try:
         if kind == "bool":
-            if isinstance(raw, bool):
-                return raw
-            return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[
-                str(raw).strip().lower()
-            ]
+            return raw if isinstance(raw, bool) else _BOOLS[str(raw).strip().lower()]
         if kind == "int":
-            return int(raw)
+            return _integer(raw)
         if kind == "float":
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise TypeError(raw)
             return float(raw)
         if kind == "tuple[int, ...]":
             items = raw if isinstance(raw, list) else str(raw).split(",")
-            return tuple(int(str(i).strip()) for i in items if str(i).strip())
+            return tuple(
+                _integer(i.strip() if isinstance(i, str) else i) for i in items if str(i).strip()
+            )
+        if not isinstance(raw, str | int | float):
+            raise TypeError(raw)
         if kind == "Secret | None":
             return Secret(str(raw)) if str(raw) else None
         return str(raw)
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"{name}: cannot read {raw!r} as {kind}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        shown = "***" if kind == "Secret | None" else repr(raw)
+        raise ConfigError(f"{name}: cannot read {shown} as {kind}") from exc
 
 
 def _validate(settings: Settings) -> Settings:
     if not (0 < settings.port < 65536):
         raise ConfigError(f"port: {settings.port} is not a TCP port")
-    if settings.request_timeout <= 0:
-        raise ConfigError("request_timeout: must be positive")
+    if not (math.isfinite(settings.request_timeout) and settings.request_timeout > 0):
+        raise ConfigError("request_timeout: must be a positive number of seconds")
     if not (0 <= settings.retry_jitter < 1):
         raise ConfigError("retry_jitter: must be in [0, 1)")
     if any(s < 0 for s in settings.retry_schedule):
         raise ConfigError("retry_schedule: delays must not be negative")
     if settings.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes: must be at least 1024")
-    scheme = settings.database_url.split(":", 1)[0]
-    if scheme not in ("sqlite", "postgres", "postgresql"):
+    if settings.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log_level: use one of {', '.join(LOG_LEVELS)}")
+    try:
+        parts = urlsplit(settings.database_url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError("database_url: cannot parse it") from exc
+    if parts.scheme not in ("sqlite", "postgres", "postgresql"):
         raise ConfigError("database_url: use sqlite:///PATH or postgresql://...")
     return settings
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -122,13 +123,14 @@ def make_attempt(delivery: Delivery, status: MessageStatus, code: int, at: datet
 
 def finished(claimed: Delivery, state: DeliveryState, at: datetime) -> Delivery:
     """``claimed`` after one attempt that ended in ``state`` (no further retry)."""
-    return replace(claimed, state=state, attempts=claimed.attempts + 1, next_attempt_at=None,
-                   updated_at=at)
+    return replace(
+        claimed, state=state, attempts=claimed.attempts + 1, next_attempt_at=None, updated_at=at
+    )
 
 
-async def app_with_endpoint(storage: Storage, **endpoint: object) -> tuple[Application, Endpoint]:
+async def app_with_endpoint(storage: Storage, **endpoint: Any) -> tuple[Application, Endpoint]:
     app = await storage.create_application(make_app())
-    ep = await storage.create_endpoint(make_endpoint(app, **endpoint))  # type: ignore[arg-type]
+    ep = await storage.create_endpoint(make_endpoint(app, **endpoint))
     return app, ep
 
 
@@ -143,6 +145,14 @@ async def send_and_finish(
     )
     assert await storage.record_attempt(attempt, finished(claimed, state, at))
     return claimed, attempt
+
+
+# -- schema ----------------------------------------------------------------------------------
+
+
+async def test_migrate_again_applies_nothing(storage: Storage) -> None:
+    """Migrating an up-to-date database is a no-op that returns no migration names."""
+    assert await storage.migrate() == []
 
 
 # -- applications ----------------------------------------------------------------------------
@@ -203,8 +213,7 @@ async def test_application_update_to_taken_uid_conflicts(storage: Storage) -> No
 async def test_application_pagination_forward_and_back(storage: Storage) -> None:
     """Pages of two walk forward through all five applications and back again via -id."""
     created = [
-        await storage.create_application(make_app(at=NOW + timedelta(seconds=i)))
-        for i in range(5)
+        await storage.create_application(make_app(at=NOW + timedelta(seconds=i))) for i in range(5)
     ]
     await storage.create_application(make_app(org_id=OTHER_ORG))
     ids = sorted(a.id for a in created)
@@ -271,8 +280,20 @@ async def test_endpoint_create_get_update_delete(storage: Storage) -> None:
     assert await storage.get_endpoint(app.id, "main") == ep
 
     changed = replace(
-        ep, uid="primary", url="https://other.example/x", disabled=True, event_types=None,
-        channels=("us", "eu"), headers={}, updated_at=NOW + timedelta(minutes=1),
+        ep,
+        uid="primary",
+        url="https://other.example/x",
+        disabled=True,
+        event_types=None,
+        channels=("us", "eu"),
+        headers={},
+        description="rotated",
+        metadata={"k": "v"},
+        secrets=(
+            EndpointSecret(key="whsec_bmV3LWtleS1uZXcta2V5LW5ldy1rZXk="),
+            EndpointSecret(key=ep.secrets[0].key, expires_at=NOW + timedelta(hours=24)),
+        ),
+        updated_at=NOW + timedelta(minutes=1),
     )
     await storage.update_endpoint(changed)
     assert await storage.get_endpoint(app.id, "primary") == changed
@@ -365,8 +386,10 @@ async def test_create_message_fans_out_to_matching_endpoints(storage: Storage) -
     cases = [
         (make_message(app, "user.created"), {every.id, created_only.id}),
         (make_message(app, "user.deleted", channels=("eu",)), {every.id, eu_only.id}),
-        (make_message(app, "user.created", channels=("us", "eu")), {every.id, created_only.id,
-                                                                    eu_only.id}),
+        (
+            make_message(app, "user.created", channels=("us", "eu")),
+            {every.id, created_only.id, eu_only.id},
+        ),
         (make_message(app, "user.created", channels=("asia",)), {every.id, created_only.id}),
     ]
     for msg, expected in cases:
@@ -425,10 +448,13 @@ async def test_list_messages_filters_and_order(storage: Storage) -> None:
     assert await ids(MessageFilter()) == newest_first
     assert await ids(MessageFilter(), limit=2) == newest_first[:2]
     assert await ids(MessageFilter(event_types=("user.created",))) == [
-        msgs[4].id, msgs[2].id, msgs[0].id
+        msgs[4].id,
+        msgs[2].id,
+        msgs[0].id,
     ]
     assert await ids(MessageFilter(event_types=("user.deleted", "order.paid"))) == [
-        msgs[3].id, msgs[1].id
+        msgs[3].id,
+        msgs[1].id,
     ]
     assert await ids(MessageFilter(channel="eu")) == [msgs[3].id, msgs[0].id]
     assert await ids(MessageFilter(after=at[1], before=at[4])) == [msgs[3].id, msgs[2].id]
@@ -553,7 +579,9 @@ async def test_record_attempt_after_reclaim_without_new_claim_is_refused(storage
     assert back is not None and back.state is DeliveryState.PENDING
 
 
-async def test_concurrent_claimers_take_each_delivery_once(database_url: str, storage: Storage) -> None:
+async def test_concurrent_claimers_take_each_delivery_once(
+    database_url: str, storage: Storage
+) -> None:
     """Two storages on one database, claiming at once in small batches, never share a delivery."""
     app = await storage.create_application(make_app())
     endpoints = [await storage.create_endpoint(make_endpoint(app)) for _ in range(5)]
@@ -635,7 +663,9 @@ async def test_resend_to_endpoint_added_later_creates_delivery(storage: Storage)
     made = await storage.resend(msg, ep, NOW)
 
     assert (made.state, made.trigger, made.endpoint_id) == (
-        DeliveryState.PENDING, Trigger.MANUAL, ep.id
+        DeliveryState.PENDING,
+        Trigger.MANUAL,
+        ep.id,
     )
     assert await storage.get_delivery(msg.id, ep.id) == made
 
@@ -646,8 +676,11 @@ async def test_recover_requeues_failed_in_window_only(storage: Storage) -> None:
     old = make_message(app, at=NOW - timedelta(days=2))
     recent = make_message(app, at=NOW - timedelta(hours=1))
     ok = make_message(app, at=NOW - timedelta(minutes=30))
-    for msg, state in ((old, DeliveryState.FAILED), (recent, DeliveryState.FAILED),
-                       (ok, DeliveryState.SUCCESS)):
+    for msg, state in (
+        (old, DeliveryState.FAILED),
+        (recent, DeliveryState.FAILED),
+        (ok, DeliveryState.SUCCESS),
+    ):
         await storage.create_message(msg)
         await send_and_finish(storage, state, msg.created_at)
 
@@ -686,7 +719,9 @@ async def test_endpoint_stats_counts_per_state(storage: Storage) -> None:
         DeliveryState.FAILED: 1,
         DeliveryState.CANCELED: 0,
     }
-    window = await storage.endpoint_stats(ep.id, NOW + timedelta(seconds=1), NOW + timedelta(seconds=3))
+    window = await storage.endpoint_stats(
+        ep.id, NOW + timedelta(seconds=1), NOW + timedelta(seconds=3)
+    )
     assert sum(window.values()) == 2
     assert window[DeliveryState.FAILED] == window[DeliveryState.SENDING] == 1
     assert sum((await storage.endpoint_stats(other.id, None, None)).values()) == 0
@@ -711,7 +746,7 @@ async def test_idempotency_concurrent_begin_has_one_winner(storage: Storage) -> 
     """Of several concurrent begins with one key, exactly one may run the request."""
     results = await asyncio.gather(*(storage.idempotency_begin("key", NOW) for _ in range(4)))
 
-    assert sorted(results) == [False, False, False, True]
+    assert sorted(map(repr, results)) == ["False", "False", "False", "True"]
 
 
 async def test_idempotency_finish_none_releases_key(storage: Storage) -> None:

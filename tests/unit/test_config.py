@@ -155,25 +155,21 @@ def test_settings_are_frozen() -> None:
         settings.port = 1  # type: ignore[misc]
 
 
-# Known bugs in homing.config, kept as strict xfails so fixing them turns these red as a
-# reminder to drop the marker.
+# Regression tests for bugs found in review.
 
 
-@pytest.mark.xfail(reason="_convert lets TypeError escape for non-scalar TOML values", strict=True)
 def test_non_scalar_file_value_raises_config_error(tmp_path: Path) -> None:
     """A list or table where a number is expected raises ConfigError, not TypeError."""
     with pytest.raises(ConfigError):
         load_settings({}, _write(tmp_path, "port = [8080]\n"))
 
 
-@pytest.mark.xfail(reason="_validate accepts NaN because NaN <= 0 is False", strict=True)
 def test_nan_request_timeout_raises_config_error() -> None:
     """HOMING_REQUEST_TIMEOUT=nan is refused."""
     with pytest.raises(ConfigError):
         load_settings({"HOMING_REQUEST_TIMEOUT": "nan"})
 
 
-@pytest.mark.xfail(reason="redact_url ignores ?password= in the query string", strict=True)
 def test_query_string_password_is_redacted() -> None:
     """A libpq-style ?password= in the DSN is hidden in repr(settings)."""
     settings = load_settings(

@@ -7,13 +7,18 @@ from dataclasses import replace
 from fastapi import APIRouter, Response
 
 from homing.api.deps import App, OrgCaller, Paging, Svc
-from homing.api.schemas import ApplicationIn, ApplicationOut, ApplicationPatch, list_out
+from homing.api.schemas import (
+    ApplicationIn,
+    ApplicationOut,
+    ApplicationPatch,
+    ListResponse,
+    page_out,
+)
 from homing.core.models import Application
 from homing.errors import ConflictError, NotFoundError
 from homing.ids import new_id
 
 router = APIRouter(prefix="/api/v1/app", tags=["Application"])
-ListApplicationOut = list_out(ApplicationOut)
 
 
 def app_out(app: Application) -> ApplicationOut:
@@ -28,12 +33,20 @@ def app_out(app: Application) -> ApplicationOut:
     )
 
 
-async def create_or_get(svc: Svc, org_id: str, body: ApplicationIn, get_if_exists: bool) -> tuple[Application, bool]:
+async def create_or_get(
+    svc: Svc, org_id: str, body: ApplicationIn, get_if_exists: bool
+) -> tuple[Application, bool]:
     """Create the application; with ``get_if_exists`` return the one holding its uid instead."""
     now = svc.clock()
     app = Application(
-        id=new_id("app"), org_id=org_id, name=body.name, uid=body.uid,
-        rate_limit=body.throttle_rate, metadata=body.metadata, created_at=now, updated_at=now,
+        id=new_id("app"),
+        org_id=org_id,
+        name=body.name,
+        uid=body.uid,
+        rate_limit=body.throttle_rate,
+        metadata=body.metadata,
+        created_at=now,
+        updated_at=now,
     )
     try:
         return await svc.storage.create_application(app), True
@@ -43,16 +56,13 @@ async def create_or_get(svc: Svc, org_id: str, body: ApplicationIn, get_if_exist
         raise
 
 
-@router.get("", response_model=ListApplicationOut, operation_id="v1.application.list")
-async def list_applications(who: OrgCaller, svc: Svc, page: Paging) -> ListApplicationOut:
+@router.get("", operation_id="v1.application.list")
+async def list_applications(who: OrgCaller, svc: Svc, page: Paging) -> ListResponse[ApplicationOut]:
     found = await svc.storage.list_applications(who.org_id, page)
-    return ListApplicationOut(
-        data=[app_out(a) for a in found.items],
-        iterator=found.iterator, prev_iterator=found.prev_iterator, done=found.done,
-    )
+    return page_out(found, app_out)
 
 
-@router.post("", response_model=ApplicationOut, status_code=201, operation_id="v1.application.create")
+@router.post("", status_code=201, operation_id="v1.application.create")
 async def create_application(
     body: ApplicationIn, who: OrgCaller, svc: Svc, response: Response, get_if_exists: bool = False
 ) -> ApplicationOut:
@@ -62,12 +72,12 @@ async def create_application(
     return app_out(app)
 
 
-@router.get("/{app_id}", response_model=ApplicationOut, operation_id="v1.application.get")
+@router.get("/{app_id}", operation_id="v1.application.get")
 async def get_application(app: App) -> ApplicationOut:
     return app_out(app)
 
 
-@router.put("/{app_id}", response_model=ApplicationOut, operation_id="v1.application.update")
+@router.put("/{app_id}", operation_id="v1.application.update")
 async def update_application(
     app_id: str, body: ApplicationIn, who: OrgCaller, svc: Svc, response: Response
 ) -> ApplicationOut:
@@ -80,14 +90,20 @@ async def update_application(
         response.status_code = 201
         return app_out(created)
     updated = replace(
-        app, name=body.name, uid=body.uid, rate_limit=body.throttle_rate, metadata=body.metadata,
+        app,
+        name=body.name,
+        uid=body.uid,
+        rate_limit=body.throttle_rate,
+        metadata=body.metadata,
         updated_at=svc.clock(),
     )
     return app_out(await svc.storage.update_application(updated))
 
 
-@router.patch("/{app_id}", response_model=ApplicationOut, operation_id="v1.application.patch")
-async def patch_application(app: App, body: ApplicationPatch, who: OrgCaller, svc: Svc) -> ApplicationOut:
+@router.patch("/{app_id}", operation_id="v1.application.patch")
+async def patch_application(
+    app: App, body: ApplicationPatch, who: OrgCaller, svc: Svc
+) -> ApplicationOut:
     given = body.model_fields_set
     updated = replace(
         app,

@@ -23,9 +23,10 @@ from homing.api.schemas import (
     EndpointSecretRotateIn,
     EndpointStats,
     EndpointUpdate,
+    ListResponse,
     RecoverIn,
     RecoverOut,
-    list_out,
+    page_out,
 )
 from homing.core.keys import rotate
 from homing.core.models import Application, DeliveryState, Endpoint, EndpointSecret
@@ -34,14 +35,25 @@ from homing.ids import new_id
 from homing.signing import generate_secret
 
 router = APIRouter(prefix="/api/v1/app/{app_id}/endpoint", tags=["Endpoint"])
-ListEndpointOut = list_out(EndpointOut)
 
 # headers a customer may not set: we own them (signing, framing) or they break HTTP
 RESERVED_HEADERS = frozenset(
     {
-        "host", "content-length", "content-type", "content-encoding", "transfer-encoding",
-        "connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "proxy-connection",
-        "te", "trailer", "upgrade", "user-agent", "expect",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "user-agent",
+        "expect",
     }
 )
 RESERVED_PREFIXES = ("webhook-", "svix-", "x-hub-signature", "homing-")
@@ -51,11 +63,17 @@ DEFAULT_GRACE = timedelta(hours=24)
 
 def endpoint_out(ep: Endpoint) -> EndpointOut:
     return EndpointOut(
-        id=ep.id, uid=ep.uid, url=ep.url, description=ep.description,
-        throttle_rate=ep.rate_limit, disabled=ep.disabled,
+        id=ep.id,
+        uid=ep.uid,
+        url=ep.url,
+        description=ep.description,
+        throttle_rate=ep.rate_limit,
+        disabled=ep.disabled,
         event_types=list(ep.event_types) if ep.event_types is not None else None,
         channels=list(ep.channels) if ep.channels is not None else None,
-        metadata=ep.metadata, created_at=ep.created_at, updated_at=ep.updated_at,
+        metadata=ep.metadata,
+        created_at=ep.created_at,
+        updated_at=ep.updated_at,
     )
 
 
@@ -64,11 +82,15 @@ def check_headers(headers: dict[str, str | None]) -> dict[str, str | None]:
     for name, value in headers.items():
         lower = name.lower()
         if not HEADER_NAME.match(name):
-            raise ApiError(422, f"Header name {name[:64]!r} is not a valid HTTP token.", "validation")
+            raise ApiError(
+                422, f"Header name {name[:64]!r} is not a valid HTTP token.", "validation"
+            )
         if lower in RESERVED_HEADERS or lower.startswith(RESERVED_PREFIXES):
-            raise ApiError(422, f"Header {name!r} is set by Homing and cannot be overridden.", "validation")
+            raise ApiError(
+                422, f"Header {name!r} is set by Homing and cannot be overridden.", "validation"
+            )
         if value is not None and (
-            len(value) > 4096 or any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value)
+            len(value) > 4096 or any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value)
         ):
             raise ApiError(422, f"Header {name!r} has an invalid value.", "validation")
     return headers
@@ -89,34 +111,41 @@ def new_endpoint(svc: Svc, app: Application, body: EndpointIn, uid: str | None) 
     now = svc.clock()
     headers = {k: v for k, v in check_headers(dict(body.headers or {})).items() if v is not None}
     return Endpoint(
-        id=new_id("ep"), org_id=app.org_id, app_id=app.id, url=body.url, uid=uid,
-        description=body.description, rate_limit=body.throttle_rate, disabled=body.disabled,
-        event_types=_normalise(body.event_types), channels=_normalise(body.channels),
-        secrets=(EndpointSecret(body.secret or generate_secret()),), headers=headers,
-        metadata=body.metadata, created_at=now, updated_at=now,
+        id=new_id("ep"),
+        org_id=app.org_id,
+        app_id=app.id,
+        url=body.url,
+        uid=uid,
+        description=body.description,
+        rate_limit=body.throttle_rate,
+        disabled=body.disabled,
+        event_types=_normalise(body.event_types),
+        channels=_normalise(body.channels),
+        secrets=(EndpointSecret(body.secret or generate_secret()),),
+        headers=headers,
+        metadata=body.metadata,
+        created_at=now,
+        updated_at=now,
     )
 
 
-@router.get("", response_model=ListEndpointOut, operation_id="v1.endpoint.list")
-async def list_endpoints(app: App, svc: Svc, page: Paging) -> ListEndpointOut:
+@router.get("", operation_id="v1.endpoint.list")
+async def list_endpoints(app: App, svc: Svc, page: Paging) -> ListResponse[EndpointOut]:
     found = await svc.storage.list_endpoints(app.id, page)
-    return ListEndpointOut(
-        data=[endpoint_out(e) for e in found.items],
-        iterator=found.iterator, prev_iterator=found.prev_iterator, done=found.done,
-    )
+    return page_out(found, endpoint_out)
 
 
-@router.post("", response_model=EndpointOut, status_code=201, operation_id="v1.endpoint.create")
+@router.post("", status_code=201, operation_id="v1.endpoint.create")
 async def create_endpoint(app: App, body: EndpointIn, svc: Svc) -> EndpointOut:
     return endpoint_out(await svc.storage.create_endpoint(new_endpoint(svc, app, body, body.uid)))
 
 
-@router.get("/{endpoint_id}", response_model=EndpointOut, operation_id="v1.endpoint.get")
+@router.get("/{endpoint_id}", operation_id="v1.endpoint.get")
 async def get_endpoint(ep: Ep) -> EndpointOut:
     return endpoint_out(ep)
 
 
-@router.put("/{endpoint_id}", response_model=EndpointOut, operation_id="v1.endpoint.update")
+@router.put("/{endpoint_id}", operation_id="v1.endpoint.update")
 async def update_endpoint(
     app: App, endpoint_id: str, body: EndpointUpdate, svc: Svc, response: Response
 ) -> EndpointOut:
@@ -128,20 +157,28 @@ async def update_endpoint(
         response.status_code = 201
         return endpoint_out(await svc.storage.create_endpoint(fresh))
     updated = replace(
-        ep, url=body.url, description=body.description, uid=body.uid,
-        rate_limit=body.throttle_rate, disabled=body.disabled,
-        event_types=_normalise(body.event_types), channels=_normalise(body.channels),
-        metadata=body.metadata, updated_at=svc.clock(),
+        ep,
+        url=body.url,
+        description=body.description,
+        uid=body.uid,
+        rate_limit=body.throttle_rate,
+        disabled=body.disabled,
+        event_types=_normalise(body.event_types),
+        channels=_normalise(body.channels),
+        metadata=body.metadata,
+        updated_at=svc.clock(),
     )
     return endpoint_out(await svc.storage.update_endpoint(updated))
 
 
-@router.patch("/{endpoint_id}", response_model=EndpointOut, operation_id="v1.endpoint.patch")
+@router.patch("/{endpoint_id}", operation_id="v1.endpoint.patch")
 async def patch_endpoint(ep: Ep, body: EndpointPatch, svc: Svc) -> EndpointOut:
     given = body.model_fields_set
     changes: dict[str, object] = {"updated_at": svc.clock()}
     for field, attr in (
-        ("url", "url"), ("description", "description"), ("disabled", "disabled"),
+        ("url", "url"),
+        ("description", "description"),
+        ("disabled", "disabled"),
         ("metadata", "metadata"),
     ):
         if field in given and getattr(body, field) is not None:
@@ -165,22 +202,30 @@ async def delete_endpoint(ep: Ep, svc: Svc) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{endpoint_id}/secret", response_model=EndpointSecretOut, operation_id="v1.endpoint.get-secret")
+@router.get("/{endpoint_id}/secret", operation_id="v1.endpoint.get-secret")
 async def get_secret(ep: Ep) -> EndpointSecretOut:
     return EndpointSecretOut(key=ep.secrets[0].key)
 
 
 @router.post(
-    "/{endpoint_id}/secret/rotate", response_model=EndpointSecretOut,
+    "/{endpoint_id}/secret/rotate",
     operation_id="v1.endpoint.rotate-secret",
 )
-async def rotate_secret(ep: Ep, svc: Svc, body: EndpointSecretRotateIn | None = None) -> EndpointSecretOut:
+async def rotate_secret(
+    ep: Ep, svc: Svc, body: EndpointSecretRotateIn | None = None
+) -> EndpointSecretOut:
     """Make a new current key (given or generated); the old one signs on for the grace period."""
     body = body or EndpointSecretRotateIn()
     key = body.key or generate_secret()
-    grace = timedelta(seconds=body.grace_period_seconds) if body.grace_period_seconds is not None else DEFAULT_GRACE
+    grace = (
+        timedelta(seconds=body.grace_period_seconds)
+        if body.grace_period_seconds is not None
+        else DEFAULT_GRACE
+    )
     now = svc.clock()
-    await svc.storage.update_endpoint(replace(ep, secrets=rotate(ep.secrets, key, now, grace), updated_at=now))
+    await svc.storage.update_endpoint(
+        replace(ep, secrets=rotate(ep.secrets, key, now, grace), updated_at=now)
+    )
     return EndpointSecretOut(key=key)
 
 
@@ -190,7 +235,7 @@ def headers_out(ep: Endpoint) -> EndpointHeadersOut:
     return EndpointHeadersOut(headers=shown, sensitive=sensitive)
 
 
-@router.get("/{endpoint_id}/headers", response_model=EndpointHeadersOut, operation_id="v1.endpoint.get-headers")
+@router.get("/{endpoint_id}/headers", operation_id="v1.endpoint.get-headers")
 async def get_headers(ep: Ep) -> EndpointHeadersOut:
     return headers_out(ep)
 
@@ -215,23 +260,29 @@ async def patch_headers(ep: Ep, body: EndpointHeadersPatchIn, svc: Svc) -> Respo
     return Response(status_code=204)
 
 
-@router.get("/{endpoint_id}/stats", response_model=EndpointStats, operation_id="v1.endpoint.get-stats")
+@router.get(
+    "/{endpoint_id}/stats", response_model=EndpointStats, operation_id="v1.endpoint.get-stats"
+)
 async def get_stats(
     ep: Ep, svc: Svc, since: datetime | None = None, until: datetime | None = None
 ) -> EndpointStats:
     counts = await svc.storage.endpoint_stats(ep.id, utc(since), utc(until))
     return EndpointStats(
-        success=counts[DeliveryState.SUCCESS], pending=counts[DeliveryState.PENDING],
-        sending=counts[DeliveryState.SENDING], fail=counts[DeliveryState.FAILED],
+        success=counts[DeliveryState.SUCCESS],
+        pending=counts[DeliveryState.PENDING],
+        sending=counts[DeliveryState.SENDING],
+        fail=counts[DeliveryState.FAILED],
         canceled=counts[DeliveryState.CANCELED],
     )
 
 
-@router.post("/{endpoint_id}/recover", response_model=RecoverOut, status_code=202, operation_id="v1.endpoint.recover")
+@router.post("/{endpoint_id}/recover", status_code=202, operation_id="v1.endpoint.recover")
 async def recover(ep: Ep, body: RecoverIn, svc: Svc) -> RecoverOut:
     """Queue again every failed delivery of this endpoint made since ``since`` (until ``until``)."""
     now = svc.clock()
     since = utc(body.since)
     assert since is not None
     await svc.storage.recover(ep.id, since, utc(body.until), now)
-    return RecoverOut(id=new_id("qtask"), status="finished", task="endpoint.recover", updated_at=now)
+    return RecoverOut(
+        id=new_id("qtask"), status="finished", task="endpoint.recover", updated_at=now
+    )

@@ -34,7 +34,11 @@ class ApiError(Exception):
     """An HTTP error with a machine code and a human detail."""
 
     def __init__(
-        self, status: int, detail: str, code: str | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        detail: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -63,13 +67,17 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
-    return error_response(exc.status_code, detail, headers=exc.headers)
+    return error_response(exc.status_code, detail, headers=dict(exc.headers or {}))
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
-        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
         for e in exc.errors()
     ]
     return JSONResponse({"detail": details}, 422)

@@ -11,12 +11,18 @@ from jsonschema.validators import validator_for
 
 from homing.api.deps import OrgCaller, Paging, Svc
 from homing.api.errors import ApiError
-from homing.api.schemas import EventTypeIn, EventTypeOut, EventTypePatch, EventTypeUpdate, list_out
+from homing.api.schemas import (
+    EventTypeIn,
+    EventTypeOut,
+    EventTypePatch,
+    EventTypeUpdate,
+    ListResponse,
+    page_out,
+)
 from homing.core.models import EventType
 from homing.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/event-type", tags=["Event Type"])
-ListEventTypeOut = list_out(EventTypeOut)
 
 
 def check_schemas(schemas: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -27,48 +33,60 @@ def check_schemas(schemas: dict[str, Any] | None) -> dict[str, Any] | None:
         try:
             validator_for(schema).check_schema(schema)
         except SchemaError as exc:
-            raise ApiError(422, f"Schema version {version!r} is invalid: {exc.message}", "validation") from exc
+            raise ApiError(
+                422, f"Schema version {version!r} is invalid: {exc.message}", "validation"
+            ) from exc
     return schemas
 
 
-def event_type_out(et: EventType) -> EventTypeOut:
+def event_type_out(et: EventType, with_content: bool = True) -> EventTypeOut:
     return EventTypeOut(
-        name=et.name, description=et.description, archived=et.archived, deprecated=et.deprecated,
-        feature_flag=et.feature_flag, schemas=et.schemas, created_at=et.created_at,
+        name=et.name,
+        description=et.description,
+        archived=et.archived,
+        deprecated=et.deprecated,
+        feature_flag=et.feature_flag,
+        schemas=et.schemas if with_content else None,
+        created_at=et.created_at,
         updated_at=et.updated_at,
     )
 
 
-@router.get("", response_model=ListEventTypeOut, operation_id="v1.event-type.list")
+@router.get("", operation_id="v1.event-type.list")
 async def list_event_types(
-    who: OrgCaller, svc: Svc, page: Paging, include_archived: bool = False, with_content: bool = True
-) -> ListEventTypeOut:
+    who: OrgCaller,
+    svc: Svc,
+    page: Paging,
+    include_archived: bool = False,
+    with_content: bool = True,
+) -> ListResponse[EventTypeOut]:
     found = await svc.storage.list_event_types(who.org_id, page, include_archived)
-    data = [event_type_out(e) for e in found.items]
-    if not with_content:
-        data = [d.model_copy(update={"schemas": None}) for d in data]
-    return ListEventTypeOut(
-        data=data, iterator=found.iterator, prev_iterator=found.prev_iterator, done=found.done
-    )
+    return page_out(found, lambda et: event_type_out(et, with_content))
 
 
-@router.post("", response_model=EventTypeOut, status_code=201, operation_id="v1.event-type.create")
+@router.post("", status_code=201, operation_id="v1.event-type.create")
 async def create_event_type(body: EventTypeIn, who: OrgCaller, svc: Svc) -> EventTypeOut:
     now = svc.clock()
     et = EventType(
-        org_id=who.org_id, name=body.name, description=body.description, archived=body.archived,
-        deprecated=body.deprecated, feature_flag=body.feature_flag,
-        schemas=check_schemas(body.schemas), created_at=now, updated_at=now,
+        org_id=who.org_id,
+        name=body.name,
+        description=body.description,
+        archived=body.archived,
+        deprecated=body.deprecated,
+        feature_flag=body.feature_flag,
+        schemas=check_schemas(body.schemas),
+        created_at=now,
+        updated_at=now,
     )
     return event_type_out(await svc.storage.create_event_type(et))
 
 
-@router.get("/{event_type_name}", response_model=EventTypeOut, operation_id="v1.event-type.get")
+@router.get("/{event_type_name}", operation_id="v1.event-type.get")
 async def get_event_type(event_type_name: str, who: OrgCaller, svc: Svc) -> EventTypeOut:
     return event_type_out(await svc.storage.get_event_type(who.org_id, event_type_name))
 
 
-@router.put("/{event_type_name}", response_model=EventTypeOut, operation_id="v1.event-type.update")
+@router.put("/{event_type_name}", operation_id="v1.event-type.update")
 async def update_event_type(
     event_type_name: str, body: EventTypeUpdate, who: OrgCaller, svc: Svc, response: Response
 ) -> EventTypeOut:
@@ -80,14 +98,18 @@ async def update_event_type(
         response.status_code = 201
         return await create_event_type(fresh, who, svc)
     updated = replace(
-        et, description=body.description, archived=body.archived, deprecated=body.deprecated,
-        feature_flag=body.feature_flag, schemas=check_schemas(body.schemas),
+        et,
+        description=body.description,
+        archived=body.archived,
+        deprecated=body.deprecated,
+        feature_flag=body.feature_flag,
+        schemas=check_schemas(body.schemas),
         updated_at=svc.clock(),
     )
     return event_type_out(await svc.storage.update_event_type(updated))
 
 
-@router.patch("/{event_type_name}", response_model=EventTypeOut, operation_id="v1.event-type.patch")
+@router.patch("/{event_type_name}", operation_id="v1.event-type.patch")
 async def patch_event_type(
     event_type_name: str, body: EventTypePatch, who: OrgCaller, svc: Svc
 ) -> EventTypeOut:

@@ -18,7 +18,9 @@ _NOT_STORED = frozenset({401, 403, 429})  # answers that depend on the moment, n
 IDEMPOTENCY_WAIT = 10.0
 
 
-async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
+async def _send_json(
+    send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -48,7 +50,9 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        too_large = _error("payload_too_large", f"Request bodies are limited to {self.limit} bytes.")
+        too_large = _error(
+            "payload_too_large", f"Request bodies are limited to {self.limit} bytes."
+        )
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await _send_json(send, 413, too_large)
@@ -98,7 +102,12 @@ class Idempotency:
         key = headers.get(b"idempotency-key")
         if not key:
             return None
-        parts = [headers.get(b"authorization", b""), scope["path"].encode(), scope["query_string"], key]
+        parts = [
+            headers.get(b"authorization", b""),
+            scope["path"].encode(),
+            scope["query_string"],
+            key,
+        ]
         return hashlib.sha256(b"\n".join(parts)).hexdigest()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -111,14 +120,16 @@ class Idempotency:
         while (state := await self.storage.idempotency_begin(key, self.clock())) is False:
             if asyncio.get_running_loop().time() > deadline:
                 await _send_json(
-                    send, 409, _error("conflict", "A request with this Idempotency-Key is still running.")
+                    send,
+                    409,
+                    _error("conflict", "A request with this Idempotency-Key is still running."),
                 )
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         if isinstance(state, StoredResponse):
             await _send_json(
-                send, state.status_code, state.body.encode(), [(b"idempotent-replayed", b"true")]
+                send, state.status_code, state.body.encode(), ((b"idempotent-replayed", b"true"),)
             )
             return
         await self._run(key, scope, receive, send)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from homing.storage.base import Page
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 NAME_PATTERN = r"^[a-zA-Z0-9\-_.]+$"
 CHANNEL_PATTERN = r"^[a-zA-Z0-9\-_.:]+$"
@@ -261,20 +267,22 @@ class MessageAttemptOut(Schema):
     failure_message: str | None = None
 
 
-class ListOut(Schema):
-    """The Svix ``ListResponse`` envelope; ``data`` is typed per route."""
+class ListResponse(Schema, Generic[T]):
+    """The Svix ``ListResponse`` envelope."""
 
+    data: list[T]
     iterator: str | None
     prev_iterator: str | None
     done: bool
 
 
-def list_out(model: type[Schema]) -> type[ListOut]:
-    """A ``ListResponse_<model>`` class with typed ``data``."""
-    return type(
-        f"ListResponse{model.__name__}",
-        (ListOut,),
-        {"__annotations__": {"data": list[model]}, "__module__": __name__},  # type: ignore[valid-type]
+def page_out(page: Page[U], convert: Callable[[U], T]) -> ListResponse[T]:
+    """A storage page as a ``ListResponse``, each item through ``convert``."""
+    return ListResponse[T](
+        data=[convert(item) for item in page.items],
+        iterator=page.iterator,
+        prev_iterator=page.prev_iterator,
+        done=page.done,
     )
 
 

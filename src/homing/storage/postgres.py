@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -14,6 +15,8 @@ from homing.errors import StorageError
 from homing.storage.base import Row
 
 CHANNEL = "homing_work"
+NOTIFY_COALESCE = 0.005  # seconds
+log = logging.getLogger("homing.storage")
 _MIGRATION_LOCK = 0x686F6D696E67  # "homing"
 
 
@@ -60,6 +63,7 @@ class PostgresDatabase:
         self._dsn = dsn
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        self._notifier: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
@@ -83,9 +87,20 @@ class PostgresDatabase:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
 
     async def notify(self) -> None:
+        """Wake workers everywhere. Calls close together share one NOTIFY: under load an API
+        process sends a few per second instead of one per message."""
         self._wake.set()
-        async with self._pool.acquire() as conn:
-            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.create_task(self._send_notify())
+
+    async def _send_notify(self) -> None:
+        await asyncio.sleep(NOTIFY_COALESCE)
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # workers also poll, so a lost wake-up only delays delivery by the poll interval
+            log.warning("could not send NOTIFY; workers will find the work by polling")
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -100,6 +115,8 @@ class PostgresDatabase:
         self._wake.clear()
 
     async def close(self) -> None:
+        if self._notifier is not None:
+            await asyncio.wait([self._notifier], timeout=1)
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
         await self._pool.close()

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from homing.core.filters import wants
 from homing.core.models import (
+    STATUS_OF_STATE,
     Application,
     Attempt,
     Delivery,
@@ -23,7 +24,6 @@ from homing.core.models import (
     Endpoint,
     EventType,
     Message,
-    STATUS_OF_STATE,
     Trigger,
 )
 from homing.errors import ConflictError, NotFoundError
@@ -134,7 +134,12 @@ class Storage:
     # -- tokens ------------------------------------------------------------------------------
 
     async def create_token(
-        self, token: str, org_id: str, app_id: str | None, now: datetime, expires_at: datetime | None
+        self,
+        token: str,
+        org_id: str,
+        app_id: str | None,
+        now: datetime,
+        expires_at: datetime | None,
     ) -> Token:
         record = Token(id=new_id("tok"), org_id=org_id, app_id=app_id, expires_at=expires_at)
         async with self.db.transaction() as conn:
@@ -164,9 +169,10 @@ class Storage:
 
     async def revoke_token(self, token_id: str) -> bool:
         async with self.db.transaction() as conn:
-            return await conn.execute(
-                "UPDATE api_token SET revoked = TRUE WHERE id = $1", token_id
-            ) == 1
+            return (
+                await conn.execute("UPDATE api_token SET revoked = TRUE WHERE id = $1", token_id)
+                == 1
+            )
 
     # -- applications ------------------------------------------------------------------------
 
@@ -205,7 +211,10 @@ class Storage:
     async def list_applications(self, org_id: str, req: PageRequest) -> Page[Application]:
         async with self.db.connection() as conn:
             return await self._page(
-                conn, "SELECT * FROM application WHERE org_id = $1", [org_id], req,
+                conn,
+                "SELECT * FROM application WHERE org_id = $1",
+                [org_id],
+                req,
                 rows.application,
             )
 
@@ -224,8 +233,17 @@ class Storage:
                 app.org_id,
             )
         if changed != 1:
-            raise ConflictError("An application with this uid already exists.")
+            await self._missing_or_conflict("application", app.id, "Application")
         return app
+
+    async def _missing_or_conflict(self, table: str, row_id: str, noun: str) -> None:
+        """After an update changed nothing: raise NotFoundError if the row is gone (deleted
+        meanwhile), else ConflictError (its new uid is taken)."""
+        async with self.db.connection() as conn:
+            found = await conn.fetchrow(f"SELECT id FROM {table} WHERE id = $1", row_id)
+        if found is None:
+            raise NotFoundError(f"{noun} not found.")
+        raise ConflictError(f"An {noun.lower()} with this uid already exists.")
 
     async def delete_application(self, app_id: str) -> None:
         """Delete the application and, by cascade, everything under it."""
@@ -279,7 +297,7 @@ class Storage:
                 values[14],
             )
         if changed != 1:
-            raise ConflictError("An endpoint with this uid already exists.")
+            await self._missing_or_conflict("endpoint", ep.id, "Endpoint")
         return ep
 
     async def delete_endpoint(self, endpoint_id: str) -> None:
@@ -381,13 +399,24 @@ class Storage:
             found = await conn.fetch(
                 "SELECT * FROM endpoint WHERE app_id = $1 AND disabled = FALSE", msg.app_id
             )
-            targets = [e for e in map(rows.endpoint, found) if wants(e, msg.event_type, msg.channels)]
+            targets = [
+                e for e in map(rows.endpoint, found) if wants(e, msg.event_type, msg.channels)
+            ]
             deliveries = [
                 Delivery(
-                    id=new_id("dlv"), org_id=msg.org_id, app_id=msg.app_id, msg_id=msg.id,
-                    endpoint_id=e.id, state=DeliveryState.PENDING, attempts=0,
-                    trigger=Trigger.SCHEDULED, next_attempt_at=now, lease_until=None,
-                    leased_by=None, created_at=now, updated_at=now,
+                    id=new_id("dlv"),
+                    org_id=msg.org_id,
+                    app_id=msg.app_id,
+                    msg_id=msg.id,
+                    endpoint_id=e.id,
+                    state=DeliveryState.PENDING,
+                    attempts=0,
+                    trigger=Trigger.SCHEDULED,
+                    next_attempt_at=now,
+                    lease_until=None,
+                    leased_by=None,
+                    created_at=now,
+                    updated_at=now,
                 )
                 for e in targets
             ]
@@ -451,7 +480,11 @@ class Storage:
         sql += _state_condition(status, args)
         async with self.db.connection() as conn:
             return await self._page(
-                conn, sql, args, req, lambda r: (rows.message(r), rows.delivery(r, "d_")),
+                conn,
+                sql,
+                args,
+                req,
+                lambda r: (rows.message(r), rows.delivery(r, "d_")),
                 key="m.id",
             )
 
@@ -467,7 +500,11 @@ class Storage:
         )
         async with self.db.connection() as conn:
             return await self._page(
-                conn, sql, [msg_id], req, lambda r: (rows.endpoint(r), rows.delivery(r, "d_")),
+                conn,
+                sql,
+                [msg_id],
+                req,
+                lambda r: (rows.endpoint(r), rows.delivery(r, "d_")),
                 key="e.id",
             )
 
@@ -483,10 +520,19 @@ class Storage:
     async def resend(self, msg: Message, endpoint: Endpoint, now: datetime) -> Delivery:
         """Queue ``msg`` for ``endpoint`` again now, as a manual try with a fresh schedule."""
         fresh = Delivery(
-            id=new_id("dlv"), org_id=msg.org_id, app_id=msg.app_id, msg_id=msg.id,
-            endpoint_id=endpoint.id, state=DeliveryState.PENDING, attempts=0,
-            trigger=Trigger.MANUAL, next_attempt_at=now, lease_until=None, leased_by=None,
-            created_at=now, updated_at=now,
+            id=new_id("dlv"),
+            org_id=msg.org_id,
+            app_id=msg.app_id,
+            msg_id=msg.id,
+            endpoint_id=endpoint.id,
+            state=DeliveryState.PENDING,
+            attempts=0,
+            trigger=Trigger.MANUAL,
+            next_attempt_at=now,
+            lease_until=None,
+            leased_by=None,
+            created_at=now,
+            updated_at=now,
         )
         async with self.db.transaction() as conn:
             changed = await conn.execute(
@@ -556,7 +602,9 @@ class Storage:
     async def record_attempt(self, attempt: Attempt | None, delivery: Delivery) -> bool:
         """Store ``attempt`` and move ``delivery`` to its new state, if its lease still holds.
 
-        Returns False (and changes nothing about the delivery) when the lease was lost.
+        The attempt is stored either way (the request really was made); when the lease was
+        lost (another worker owns the delivery now) the delivery is left alone and this
+        returns False.
         """
         async with self.db.transaction() as conn:
             if attempt is not None:
@@ -599,7 +647,9 @@ class Storage:
         if flt.status_code_class is not None:
             low = flt.status_code_class
             args.extend([low, low + 100 if low else 100])
-            sql += f" AND a.response_status >= ${len(args) - 1} AND a.response_status < ${len(args)}"
+            sql += (
+                f" AND a.response_status >= ${len(args) - 1} AND a.response_status < ${len(args)}"
+            )
         if flt.endpoint_id is not None:
             args.append(flt.endpoint_id)
             sql += f" AND a.endpoint_id = ${len(args)}"
@@ -702,30 +752,72 @@ def _state_condition(status: int | None, args: list[Any]) -> str:
 
 def _delivery_values(d: Delivery) -> tuple[Any, ...]:
     return (
-        d.id, d.org_id, d.app_id, d.msg_id, d.endpoint_id, d.state.value, d.attempts,
-        int(d.trigger), opt_to_us(d.next_attempt_at), opt_to_us(d.lease_until), d.leased_by,
-        to_us(d.created_at), to_us(d.updated_at),
+        d.id,
+        d.org_id,
+        d.app_id,
+        d.msg_id,
+        d.endpoint_id,
+        d.state.value,
+        d.attempts,
+        int(d.trigger),
+        opt_to_us(d.next_attempt_at),
+        opt_to_us(d.lease_until),
+        d.leased_by,
+        to_us(d.created_at),
+        to_us(d.updated_at),
     )
 
 
 def _attempt_values(a: Attempt) -> tuple[Any, ...]:
     return (
-        a.id, a.org_id, a.app_id, a.msg_id, a.endpoint_id, a.delivery_id, a.url, int(a.status),
-        a.response_status, a.response_body, dump(a.request_headers), a.failure_class,
-        a.failure_message, a.duration_ms, int(a.trigger), to_us(a.created_at),
+        a.id,
+        a.org_id,
+        a.app_id,
+        a.msg_id,
+        a.endpoint_id,
+        a.delivery_id,
+        a.url,
+        int(a.status),
+        a.response_status,
+        a.response_body,
+        dump(a.request_headers),
+        a.failure_class,
+        a.failure_message,
+        a.duration_ms,
+        int(a.trigger),
+        to_us(a.created_at),
     )
 
 
 def _endpoint_values(ep: Endpoint) -> tuple[Any, ...]:
     return (
-        ep.id, ep.org_id, ep.app_id, ep.uid, ep.url, ep.description, ep.rate_limit, ep.disabled,
-        dump_opt(ep.event_types), dump_opt(ep.channels), dump_secrets(ep.secrets),
-        dump(ep.headers), dump(ep.metadata), to_us(ep.created_at), to_us(ep.updated_at),
+        ep.id,
+        ep.org_id,
+        ep.app_id,
+        ep.uid,
+        ep.url,
+        ep.description,
+        ep.rate_limit,
+        ep.disabled,
+        dump_opt(ep.event_types),
+        dump_opt(ep.channels),
+        dump_secrets(ep.secrets),
+        dump(ep.headers),
+        dump(ep.metadata),
+        to_us(ep.created_at),
+        to_us(ep.updated_at),
     )
 
 
 def _event_type_values(et: EventType) -> tuple[Any, ...]:
     return (
-        et.org_id, et.name, et.description, et.archived, et.deprecated, et.feature_flag,
-        dump_opt(et.schemas), to_us(et.created_at), to_us(et.updated_at),
+        et.org_id,
+        et.name,
+        et.description,
+        et.archived,
+        et.deprecated,
+        et.feature_flag,
+        dump_opt(et.schemas),
+        to_us(et.created_at),
+        to_us(et.updated_at),
     )
