@@ -10,8 +10,9 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from homing import __version__
 from homing.config import Settings, load_settings, redact_url
@@ -136,6 +137,17 @@ async def _token(settings: Settings, org: str) -> None:
         await storage.close()
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (it is with uvicorn[standard])."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -145,15 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
         )
         if args.command == "serve":
-            asyncio.run(_serve(settings, with_api=True, with_worker=True, migrate=True))
+            _run(_serve(settings, with_api=True, with_worker=True, migrate=True))
         elif args.command == "api":
-            asyncio.run(_serve(settings, with_api=True, with_worker=False, migrate=False))
+            _run(_serve(settings, with_api=True, with_worker=False, migrate=False))
         elif args.command == "worker":
-            asyncio.run(_serve(settings, with_api=False, with_worker=True, migrate=False))
+            _run(_serve(settings, with_api=False, with_worker=True, migrate=False))
         elif args.command == "migrate":
-            asyncio.run(_migrate(settings))
+            _run(_migrate(settings))
         else:
-            asyncio.run(_token(settings, args.org))
+            _run(_token(settings, args.org))
     except HomingError as exc:
         print(f"homing: {exc}", file=sys.stderr)
         return 2

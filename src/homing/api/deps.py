@@ -37,7 +37,7 @@ class Caller:
     token_id: str
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -87,7 +87,9 @@ async def application(app_id: str, who: AnyCaller, svc: Svc) -> Application:
 App = Annotated[Application, Depends(application)]
 
 
-def paging(
+# dependencies are ``async def`` even when they do not await: FastAPI runs plain ``def``
+# dependencies in a thread pool, which costs more than the work they do
+async def paging(
     limit: Annotated[int, Query(ge=1, le=250)] = 50,
     iterator: Annotated[str | None, Query(max_length=300)] = None,
     order: Literal["ascending", "descending"] | None = None,

@@ -20,6 +20,13 @@ log = logging.getLogger("homing.storage")
 _MIGRATION_LOCK = 0x686F6D696E67  # "homing"
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook. The default runs RESET ALL, UNLISTEN and more: a round trip on
+    every release. Pool connections never change session state (locks are per transaction,
+    LISTEN has its own connection), so an open transaction's rollback, which asyncpg does
+    anyway, is all the reset they need."""
+
+
 class PgConnection:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -68,7 +75,9 @@ class PostgresDatabase:
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, reset=_keep_session
+            )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         return cls(pool, dsn)
