@@ -43,7 +43,7 @@ def create_app(
         await storage.ping()
         return Response(status_code=204)
 
-    @app.get("/api/v1/health/ping", status_code=204, tags=["Health"], include_in_schema=False)
+    @app.get("/api/v1/health/ping", status_code=204, tags=["Health"])
     async def ping() -> Response:
         return Response(status_code=204)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from homing.api.deps import App, Paging, Svc, split_list, utc
 from homing.api.endpoints import endpoint_out
@@ -134,6 +134,19 @@ async def list_by_msg(
 async def get_attempt(app: App, msg_id: str, attempt_id: str, svc: Svc) -> MessageAttemptOut:
     msg = await svc.storage.get_message(app.id, msg_id)
     return attempt_out(await svc.storage.get_attempt(msg.id, attempt_id))
+
+
+@router.delete(
+    "/msg/{msg_id}/attempt/{attempt_id}/content",
+    status_code=204,
+    operation_id="v1.message-attempt.expunge-content",
+)
+async def expunge_attempt_content(app: App, msg_id: str, attempt_id: str, svc: Svc) -> Response:
+    """Delete the response body an attempt recorded."""
+    msg = await svc.storage.get_message(app.id, msg_id)
+    found = await svc.storage.get_attempt(msg.id, attempt_id)
+    await svc.storage.expunge_attempt(found.id)
+    return Response(status_code=204)
 
 
 @router.get(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
 from homing.api.deps import App, Paging, Svc, utc
 from homing.api.errors import ApiError
+from homing.api.messages import encode_payload, message_out, schema_version_key
 from homing.api.schemas import (
     HEADER_NAME,
     EndpointHeadersIn,
@@ -23,13 +24,15 @@ from homing.api.schemas import (
     EndpointSecretRotateIn,
     EndpointStats,
     EndpointUpdate,
+    EventExampleIn,
     ListResponse,
+    MessageOut,
     RecoverIn,
     RecoverOut,
     page_out,
 )
 from homing.core.keys import rotate
-from homing.core.models import Application, DeliveryState, Endpoint, EndpointSecret
+from homing.core.models import Application, DeliveryState, Endpoint, EndpointSecret, Message
 from homing.errors import NotFoundError
 from homing.ids import new_id
 from homing.signing import generate_secret
@@ -286,3 +289,37 @@ async def recover(ep: Ep, body: RecoverIn, svc: Svc) -> RecoverOut:
     return RecoverOut(
         id=new_id("qtask"), status="finished", task="endpoint.recover", updated_at=now
     )
+
+
+@router.post("/{endpoint_id}/send-example", operation_id="v1.endpoint.send-example")
+async def send_example(ep: Ep, body: EventExampleIn, svc: Svc) -> MessageOut:
+    """Send one example message of ``eventType`` to this endpoint only: the first example of
+    the event type's newest schema when it has one, else a small placeholder payload."""
+    payload = await example_payload(svc, ep.org_id, body.event_type)
+    now = svc.clock()
+    msg = Message(
+        id=new_id("msg"),
+        org_id=ep.org_id,
+        app_id=ep.app_id,
+        event_type=body.event_type,
+        event_id=None,
+        payload=encode_payload(payload),
+        channels=None,
+        tags=None,
+        created_at=now,
+    )
+    await svc.storage.create_message(msg, only_endpoint=ep.id)
+    return message_out(msg)
+
+
+async def example_payload(svc: Svc, org_id: str, event_type: str) -> dict[str, Any]:
+    try:
+        et = await svc.storage.get_event_type(org_id, event_type)
+    except NotFoundError:
+        et = None
+    if et is not None and et.schemas:
+        newest = et.schemas[max(et.schemas, key=schema_version_key)]
+        examples = newest.get("examples") if isinstance(newest, dict) else None
+        if isinstance(examples, list) and examples and isinstance(examples[0], dict):
+            return dict(examples[0])
+    return {"example": True, "eventType": event_type}

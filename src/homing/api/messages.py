@@ -47,11 +47,16 @@ def encode_payload(payload: dict[str, Any]) -> str:
     return text
 
 
+def schema_version_key(version: str) -> tuple[int, str]:
+    """Order schema versions: numeric ones by value, after any non-numeric ones."""
+    return (int(version) if version.isdigit() else -1, version)
+
+
 def check_against_schema(et: EventType | None, payload: dict[str, Any]) -> None:
     """Validate ``payload`` against the newest schema version of its event type, if any."""
     if et is None or not et.schemas:
         return
-    newest = max(et.schemas, key=lambda v: (int(v) if v.isdigit() else -1, v))
+    newest = max(et.schemas, key=schema_version_key)
     schema = et.schemas[newest]
     errors = sorted(validator_for(schema)(schema).iter_errors(payload), key=lambda e: list(e.path))
     if errors:
@@ -137,6 +142,14 @@ async def list_messages(
     )
     found = await svc.storage.list_messages(app.id, flt, replace(page, descending=True))
     return page_out(found, lambda m: message_out(m, with_content))
+
+
+@router.delete("/{msg_id}/content", status_code=204, operation_id="v1.message.expunge-content")
+async def expunge_content(app: App, msg_id: str, svc: Svc) -> Response:
+    """Delete the payload of a message (kept as ``{}``); its delivery history stays."""
+    msg = await svc.storage.get_message(app.id, msg_id)
+    await svc.storage.expunge_message(msg.id)
+    return Response(status_code=204)
 
 
 @router.get("/{msg_id}", operation_id="v1.message.get")

@@ -168,6 +168,10 @@ class EndpointStats(Schema):
     canceled: int
 
 
+class EventExampleIn(Schema):
+    event_type: Name
+
+
 class RecoverIn(Schema):
     since: datetime
     until: datetime | None = None

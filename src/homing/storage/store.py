@@ -373,8 +373,11 @@ class Storage:
 
     # -- messages (the outbox) ---------------------------------------------------------------
 
-    async def create_message(self, msg: Message) -> list[Delivery]:
-        """Store ``msg`` and one pending delivery per endpoint that wants it, atomically.
+    async def create_message(
+        self, msg: Message, only_endpoint: str | None = None
+    ) -> list[Delivery]:
+        """Store ``msg`` and one pending delivery per endpoint that wants it, atomically
+        (with ``only_endpoint``: for that endpoint alone, whatever its filters).
 
         Raises ``ConflictError`` when the application already has a message with its eventId.
         """
@@ -399,9 +402,11 @@ class Storage:
             found = await conn.fetch(
                 "SELECT * FROM endpoint WHERE app_id = $1 AND disabled = FALSE", msg.app_id
             )
-            targets = [
-                e for e in map(rows.endpoint, found) if wants(e, msg.event_type, msg.channels)
-            ]
+            candidates = map(rows.endpoint, found)
+            if only_endpoint is not None:
+                targets = [e for e in candidates if e.id == only_endpoint]
+            else:
+                targets = [e for e in candidates if wants(e, msg.event_type, msg.channels)]
             deliveries = [
                 Delivery(
                     id=new_id("dlv"),
@@ -668,6 +673,16 @@ class Storage:
             return await self._page(
                 conn, sql, args, replace(req, descending=True), rows.attempt, key="a.id"
             )
+
+    async def expunge_message(self, msg_id: str) -> None:
+        """Forget a message's payload (it becomes ``{}``); its history stays."""
+        async with self.db.transaction() as conn:
+            await conn.execute("UPDATE message SET payload = '{}' WHERE id = $1", msg_id)
+
+    async def expunge_attempt(self, attempt_id: str) -> None:
+        """Forget the response body an attempt recorded."""
+        async with self.db.transaction() as conn:
+            await conn.execute("UPDATE attempt SET response_body = '' WHERE id = $1", attempt_id)
 
     async def get_messages(self, ids: Sequence[str]) -> dict[str, Message]:
         if not ids:
