@@ -10,7 +10,7 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,6 +74,22 @@ async def _open(settings: Settings, migrate: bool) -> Storage:
     return storage
 
 
+class _Server:
+    """uvicorn's server without its own signal handling: uvicorn re-raises SIGTERM after it
+    stops, which would kill the process before the worker finishes its sends."""
+
+    @staticmethod
+    def make(config: Any) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        return Server(config)
+
+
 async def _serve(settings: Settings, with_api: bool, with_worker: bool, migrate: bool) -> None:
     import uvicorn
 
@@ -81,6 +97,16 @@ async def _serve(settings: Settings, with_api: bool, with_worker: bool, migrate:
 
     storage = await _open(settings, migrate)
     stop = asyncio.Event()
+    server: Any = None
+
+    def on_signal() -> None:
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     tasks: list[asyncio.Task[None]] = []
     try:
         if with_worker:
@@ -88,15 +114,15 @@ async def _serve(settings: Settings, with_api: bool, with_worker: bool, migrate:
 
             tasks.append(asyncio.create_task(Worker(settings, storage).run(stop)))
         if with_api:
-            app = create_app(settings, storage)
             config = uvicorn.Config(
-                app,
+                create_app(settings, storage),
                 host=settings.host,
                 port=settings.port,
                 log_level=settings.log_level,
                 proxy_headers=False,
                 server_header=False,
             )
+            server = _Server.make(config)
             log.info(
                 "homing %s on http://%s:%s (%s)",
                 __version__,
@@ -104,16 +130,14 @@ async def _serve(settings: Settings, with_api: bool, with_worker: bool, migrate:
                 settings.port,
                 redact_url(settings.database_url),
             )
-            await uvicorn.Server(config).serve()  # returns on SIGINT/SIGTERM
+            await server.serve()
         else:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
             log.info("homing worker %s (%s)", __version__, redact_url(settings.database_url))
             await stop.wait()
     finally:
         stop.set()
         if tasks:
+            # in-flight sends end within the request deadline
             await asyncio.wait(tasks, timeout=settings.request_timeout + 5)
         await storage.close()
 

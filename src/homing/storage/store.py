@@ -300,6 +300,26 @@ class Storage:
             await self._missing_or_conflict("endpoint", ep.id, "Endpoint")
         return ep
 
+    async def get_endpoints(self, ids: Sequence[str]) -> dict[str, Endpoint]:
+        """The endpoints with these ids (missing ones are left out), by id."""
+        if not ids:
+            return {}
+        marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
+        async with self.db.connection() as conn:
+            found = await conn.fetch(f"SELECT * FROM endpoint WHERE id IN ({marks})", *ids)
+        return {r["id"]: rows.endpoint(r) for r in found}
+
+    async def disable_endpoint(self, endpoint_id: str, now: datetime) -> bool:
+        """Disable the endpoint; True if it was enabled (so this call disabled it)."""
+        async with self.db.transaction() as conn:
+            changed = await conn.execute(
+                "UPDATE endpoint SET disabled = TRUE, updated_at = $2"
+                " WHERE id = $1 AND disabled = FALSE",
+                endpoint_id,
+                to_us(now),
+            )
+        return changed == 1
+
     async def delete_endpoint(self, endpoint_id: str) -> None:
         """Delete the endpoint; its pending deliveries and attempts go with it."""
         async with self.db.transaction() as conn:

@@ -1,0 +1,278 @@
+"""One signed webhook POST over aiohttp, turned into an ``Outcome`` value (never an exception).
+
+Guarantees, whatever the receiver does:
+
+- the exact stored body bytes are signed and sent (never re-serialised);
+- ONE deadline (``settings.request_timeout``) covers connecting, the headers and the body;
+- redirects are never followed (a 3xx is the failure class ``redirect``);
+- at most ``RESPONSE_BODY_LIMIT`` bytes of the answer are read, in chunks, and nothing is
+  decompressed (``auto_decompress=False``), so a huge or zip-bomb answer costs 64 KiB;
+- request headers are stored redacted (``signing.redact_headers``).
+
+The transport is injectable: pass a ready ``aiohttp.ClientSession`` (tests, custom setups) or a
+``connector_factory``. The connector factory is where the SSRF guard plugs in: build the
+``TCPConnector`` with a resolver that drops forbidden addresses and raises
+``BlockedAddressError`` when none is left, so that the address checked is the address
+connected to. Note that aiohttp does not call the resolver for a literal IP host, so the guard
+must check those too (e.g. a connector subclass); an error it raises that is, or is caused by,
+a ``BlockedAddressError`` is reported as the failure class ``blocked``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+
+from homing import __version__
+from homing.config import Settings
+from homing.core.keys import live_keys
+from homing.core.models import Endpoint, Message
+from homing.core.states import FailureClass, Outcome
+from homing.signing import redact_headers, signature_header
+
+RESPONSE_BODY_LIMIT = 64 * 1024
+USER_AGENT = f"Homing/{__version__}"
+
+_CHUNK = 16 * 1024
+_MESSAGE_LIMIT = 500
+# Retry-After values longer than this are all "far too long"; the policy caps them anyway.
+_MAX_RETRY_AFTER_DIGITS = 12
+# Headers Homing owns: an endpoint's custom headers may not replace them (or the framing).
+_RESERVED = frozenset(
+    {
+        "content-type",
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+    }
+)
+
+ConnectorFactory = Callable[[], aiohttp.BaseConnector]
+
+
+class BlockedAddressError(OSError):
+    """The destination resolves only to addresses that deliveries may not reach."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One POST ready to go: the URL, the exact body bytes and every header, signature included."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def build_request(message: Message, endpoint: Endpoint, now: datetime) -> Request:
+    """The signed POST of ``message`` to ``endpoint`` at ``now``.
+
+    Signs with every key of the endpoint still live at ``now`` (one ``v1,`` entry each) and adds
+    the endpoint's custom headers, except those Homing sets itself. Raises
+    ``signing.InvalidSecretError`` when the endpoint has no live key or a key is malformed.
+    """
+    timestamp = int(now.timestamp())
+    body = message.payload.encode("utf-8")
+    keys = [secret.key for secret in live_keys(endpoint.secrets, now)]
+    headers = {k: v for k, v in endpoint.headers.items() if k.lower() not in _RESERVED}
+    headers.update(
+        {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": message.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(keys, message.id, timestamp, body),
+        }
+    )
+    return Request(url=endpoint.url, body=body, headers=headers)
+
+
+def default_connector(resolver: AbstractResolver | None = None) -> aiohttp.TCPConnector:
+    """A pooled TCP connector; ``resolver`` is the seam for the SSRF guard (module docstring)."""
+    return aiohttp.TCPConnector(resolver=resolver)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date), or None.
+
+    A date in the past gives 0; an unreadable value gives None. Never raises.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        digits = text.lstrip("0") or "0"
+        return float(int(digits)) if len(digits) <= _MAX_RETRY_AFTER_DIGITS else 1e12
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; "-0000" parses as naive
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def classify(exc: BaseException) -> FailureClass:
+    """The failure class of an exception raised while sending."""
+    if isinstance(exc, TimeoutError):  # includes aiohttp's ServerTimeoutError
+        return "timeout"
+    if _caused_by(exc, BlockedAddressError):
+        return "blocked"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns"
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch | ssl.SSLError):
+        return "tls"
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "invalid_response"
+    return "connect"
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short walk: exception chains are shallow, and may be cyclic
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or getattr(seen, "os_error", None)
+    return False
+
+
+def describe(exc: BaseException, timeout: float) -> str:
+    """A short text for the attempt record; never the URL (its query may hold a token)."""
+    if isinstance(exc, TimeoutError):
+        return f"no complete response within {timeout:g} s"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "invalid URL"
+    if isinstance(exc, aiohttp.ClientResponseError):  # its str() carries the URL
+        return f"{type(exc).__name__}: {exc.message}"[:_MESSAGE_LIMIT]
+    return f"{type(exc).__name__}: {exc}"[:_MESSAGE_LIMIT]
+
+
+async def _read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """At most ``limit`` bytes of a response body, read in chunks (never the whole body)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(min(_CHUNK, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _answered(
+    status: int, body: bytes, headers: Mapping[str, str], now: datetime
+) -> tuple[FailureClass | None, str, float | None]:
+    """Failure class, message and Retry-After seconds of a response that arrived."""
+    retry_after = parse_retry_after(headers.get("Retry-After"), now)
+    if 200 <= status < 300:
+        return None, "", retry_after
+    if 300 <= status < 400:
+        return "redirect", f"HTTP {status}: redirects are not followed", retry_after
+    return "http_status", f"HTTP {status}", retry_after
+
+
+class Sender:
+    """Sends ``Request`` values and reports each as an ``Outcome``; use ``async with`` or
+    ``close()``. A session passed in stays the caller's to close (and should be made with
+    ``auto_decompress=False``); otherwise one is made on first use from ``connector_factory``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        connector_factory: ConnectorFactory = default_connector,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._timeout = settings.request_timeout
+        self._session = session
+        self._owns_session = session is None
+        self._connector_factory = connector_factory
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    async def __aenter__(self) -> Sender:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session this sender made (a later ``send`` makes a new one)."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=self._connector_factory(),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                auto_decompress=False,
+                # we never decompress, so do not invite compressed answers
+                skip_auto_headers=("Accept-Encoding",),
+                trust_env=False,
+            )
+        return self._session
+
+    async def send(self, request: Request) -> Outcome:
+        """POST ``request`` once and describe what happened. Never raises (but cancellation)."""
+        started = time.perf_counter()
+        stored_headers = redact_headers(request.headers)
+        try:
+            # aiohttp's total timeout is the main deadline; this one also bounds anything
+            # aiohttp does outside it (resolving, releasing the connection)
+            async with asyncio.timeout(self._timeout):
+                status, body, headers = await self._post(request)
+        except Exception as exc:  # every failure must reach the state machine as a value
+            return Outcome(
+                status=0,
+                failure_class=classify(exc),
+                message=describe(exc, self._timeout),
+                duration_ms=_ms_since(started),
+                request_headers=stored_headers,
+            )
+        failure, message, retry_after = _answered(status, body, headers, self._clock())
+        return Outcome(
+            status=status,
+            failure_class=failure,
+            message=message,
+            body=body.decode("utf-8", errors="replace"),
+            duration_ms=_ms_since(started),
+            retry_after=retry_after,
+            request_headers=stored_headers,
+        )
+
+    async def _post(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
+        async with self._client().post(
+            request.url, data=request.body, headers=request.headers, allow_redirects=False
+        ) as response:
+            # leaving the block with the body unread closes the connection instead of
+            # draining it, so an endless body costs no more than the bytes read here
+            body = await _read_capped(response.content, RESPONSE_BODY_LIMIT)
+            return response.status, body, response.headers
+
+
+def _ms_since(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)

@@ -1,0 +1,290 @@
+"""The delivery worker: claim due deliveries, send each, record the attempt and the next state.
+
+A thin loop around pure decisions: ``core.retry.next_attempt_at`` says when to try again,
+``core.states.transition`` says where the delivery goes; storage owns leases and transactions.
+
+- **Claiming**: ``claim_due`` leases up to as many deliveries as there are free send slots
+  (``concurrency``), never more, so a claimed delivery never waits in a queue while its lease
+  (request timeout + ``LEASE_MARGIN``) runs out.
+- **Waking**: when nothing is due, the worker waits on ``storage.db.wait_for_work`` (PostgreSQL
+  LISTEN/NOTIFY, or SQLite's in-process event), so a new message goes out at once; otherwise it
+  polls every ``poll_interval`` seconds, sooner when a retry it scheduled itself falls due.
+- **Recovery**: every ``RECLAIM_INTERVAL`` it returns deliveries whose worker died (lease ran
+  out) to the queue.
+- **Stopping**: once ``stop`` is set nothing new is claimed and ``run`` returns after the sends in
+  flight end (each is bounded by the request deadline).
+
+Logs name deliveries and endpoints by id only: never URLs (their query may hold a token),
+header values or keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from homing.config import Settings
+from homing.core.models import Attempt, Delivery, DeliveryState, Endpoint, Message, MessageStatus
+from homing.core.retry import RetryPolicy, Rng, next_attempt_at
+from homing.core.states import Outcome, cancel, is_success, transition
+from homing.delivery.sender import Sender, build_request
+from homing.ids import new_id
+from homing.signing import InvalidSecretError
+from homing.storage import Storage
+
+log = logging.getLogger("homing.worker")
+
+LEASE_MARGIN = timedelta(seconds=30)
+RECLAIM_INTERVAL = timedelta(seconds=5)
+DEFAULT_CONCURRENCY = 64
+DEFAULT_POLL_INTERVAL = 2.0
+_GONE = 410
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_worker_id() -> str:
+    """``host-pid-random``: unique per process, and readable in the delivery table."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def attempt_record(delivery: Delivery, url: str, outcome: Outcome, at: datetime) -> Attempt:
+    """The stored ``Attempt`` for ``outcome``, a try of ``delivery`` to ``url`` ending ``at``."""
+    return Attempt(
+        id=new_id("atmpt"),
+        org_id=delivery.org_id,
+        app_id=delivery.app_id,
+        msg_id=delivery.msg_id,
+        endpoint_id=delivery.endpoint_id,
+        delivery_id=delivery.id,
+        url=url,
+        status=MessageStatus.SUCCESS if is_success(outcome) else MessageStatus.FAIL,
+        response_status=outcome.status,
+        response_body=outcome.body,
+        request_headers=outcome.request_headers,
+        failure_class=outcome.failure_class,
+        failure_message=outcome.message or None,
+        duration_ms=outcome.duration_ms,
+        trigger=delivery.trigger,
+        created_at=at,
+    )
+
+
+class Worker:
+    """Delivers due messages from ``storage`` until stopped (``run``) or idle (``run_until_idle``).
+
+    ``sender`` (default: a ``Sender`` made from ``settings`` and closed by the worker), ``clock``
+    and ``rng`` are injectable for tests; a sender passed in stays the caller's to close.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        sender: Sender | None = None,
+        clock: Callable[[], datetime] | None = None,
+        rng: Rng | None = None,
+        worker_id: str | None = None,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        self.worker_id = worker_id or default_worker_id()
+        self._storage = storage
+        self._sender = sender if sender is not None else Sender(settings)
+        self._owns_sender = sender is None
+        self._clock = clock or _utcnow
+        self._rng: Rng = rng if rng is not None else random.Random()
+        self._policy = RetryPolicy(schedule=settings.retry_schedule, jitter=settings.retry_jitter)
+        self._lease = timedelta(seconds=settings.request_timeout) + LEASE_MARGIN
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._reclaimed_at: datetime | None = None
+        self._soonest: datetime | None = None
+
+    # -- the loops ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set, then finish the sends in flight and return.
+
+        Storage errors are logged and retried after ``poll_interval``; nothing is raised but
+        cancellation (which cancels the sends in flight).
+        """
+        log.info("worker %s started", self.worker_id)
+        try:
+            async with asyncio.TaskGroup() as group:
+                while not stop.is_set():
+                    await self._step(group, stop)
+        finally:
+            await self._close()
+            log.info("worker %s stopped", self.worker_id)
+
+    async def _step(self, group: asyncio.TaskGroup, stop: asyncio.Event) -> None:
+        """Claim for the free slots and start the sends; or wait for a slot, work or stop."""
+        self._slot_freed.clear()
+        free = self._concurrency - len(self._in_flight)
+        if free <= 0:
+            await self._pause(stop, self._poll_interval, self._slot_freed.wait())
+            return
+        try:
+            claimed, messages, endpoints = await self._claim(free)
+        except Exception:
+            log.exception("worker %s: claiming failed; retrying soon", self.worker_id)
+            await self._pause(stop, self._poll_interval, None)
+            return
+        for delivery in claimed:
+            task = group.create_task(
+                self._process(
+                    delivery, messages.get(delivery.msg_id), endpoints.get(delivery.endpoint_id)
+                )
+            )
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+        if len(claimed) < free:  # nothing more is due: sleep until there is
+            timeout = self._idle_timeout()
+            await self._pause(stop, timeout, self._storage.db.wait_for_work(timeout))
+
+    async def run_until_idle(self) -> int:
+        """Deliver until nothing is due now; return how many deliveries were processed.
+
+        For tests and one-shot jobs. Storage errors propagate.
+        """
+        processed = 0
+        try:
+            while True:
+                claimed, messages, endpoints = await self._claim(self._concurrency)
+                if not claimed:
+                    return processed
+                await asyncio.gather(
+                    *(
+                        self._process(d, messages.get(d.msg_id), endpoints.get(d.endpoint_id))
+                        for d in claimed
+                    )
+                )
+                processed += len(claimed)
+        finally:
+            await self._close()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slot_freed.set()
+
+    async def _close(self) -> None:
+        if self._owns_sender:
+            await self._sender.close()
+
+    async def _pause(
+        self, stop: asyncio.Event, timeout: float, wake: Awaitable[object] | None
+    ) -> None:
+        """Wait until ``stop`` is set, ``wake`` finishes or ``timeout`` seconds pass."""
+        waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
+        if wake is not None:
+            waiters.append(asyncio.ensure_future(wake))
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        failed = [w.exception() for w in done if not w.cancelled() and w.exception()]
+        if failed and not stop.is_set():
+            # e.g. the LISTEN connection is down: do not spin, wait out the interval
+            log.warning("worker %s: waiting for work failed: %s", self.worker_id, failed[0])
+            await self._pause(stop, timeout, None)
+
+    def _idle_timeout(self) -> float:
+        """The poll interval, shortened to the next retry this worker scheduled itself."""
+        if self._soonest is None:
+            return self._poll_interval
+        left = (self._soonest - self._clock()).total_seconds()
+        if left <= 0:
+            self._soonest = None
+            return 0.0
+        return min(self._poll_interval, left)
+
+    async def _claim(
+        self, limit: int
+    ) -> tuple[Sequence[Delivery], dict[str, Message], dict[str, Endpoint]]:
+        """Reclaim dead leases when due; lease up to ``limit`` deliveries; load their messages
+        and endpoints (one query each for the whole batch)."""
+        now = self._clock()
+        if self._reclaimed_at is None or now - self._reclaimed_at >= RECLAIM_INTERVAL:
+            self._reclaimed_at = now
+            if count := await self._storage.reclaim_expired(now):
+                log.warning(
+                    "worker %s: %d expired leases returned to the queue", self.worker_id, count
+                )
+        claimed = await self._storage.claim_due(
+            now=now, limit=limit, worker=self.worker_id, lease=self._lease
+        )
+        if not claimed:
+            return claimed, {}, {}
+        messages = await self._storage.get_messages(sorted({d.msg_id for d in claimed}))
+        endpoints = await self._storage.get_endpoints(sorted({d.endpoint_id for d in claimed}))
+        return claimed, messages, endpoints
+
+    # -- one delivery ------------------------------------------------------------------------
+
+    async def _process(
+        self, delivery: Delivery, message: Message | None, endpoint: Endpoint | None
+    ) -> None:
+        """Send one claimed delivery and record the result; log (never raise) any error."""
+        try:
+            await self._deliver(delivery, message, endpoint)
+        except Exception:
+            # the lease runs out and the delivery is claimed again: nothing is lost
+            log.exception("delivery %s: processing failed", delivery.id)
+
+    async def _deliver(
+        self, delivery: Delivery, message: Message | None, endpoint: Endpoint | None
+    ) -> None:
+        now = self._clock()
+        if message is None or endpoint is None or endpoint.disabled:
+            await self._storage.record_attempt(None, cancel(delivery, now))
+            log.info("delivery %s canceled: endpoint or message gone or disabled", delivery.id)
+            return
+        try:
+            outcome = await self._sender.send(build_request(message, endpoint, now))
+        except InvalidSecretError as exc:  # nothing was sent: the endpoint cannot sign
+            outcome = Outcome(status=0, failure_class="signing", message=str(exc))
+        await self._record(delivery, endpoint, outcome)
+
+    async def _record(self, delivery: Delivery, endpoint: Endpoint, outcome: Outcome) -> None:
+        """Store the attempt and the delivery's next state; disable the endpoint on 410."""
+        done_at = self._clock()
+        next_at = next_attempt_at(self._policy, delivery.attempts + 1, outcome, done_at, self._rng)
+        moved = transition(delivery, outcome, done_at, next_at)
+        attempt = attempt_record(delivery, endpoint.url, outcome, done_at)
+        if not await self._storage.record_attempt(attempt, moved):
+            log.warning("delivery %s: lease lost; another worker owns it now", delivery.id)
+        elif not is_success(outcome):
+            log.info(
+                "delivery %s to endpoint %s: try %d failed: %s (%s); now %s",
+                delivery.id,
+                endpoint.id,
+                moved.attempts,
+                outcome.failure_class,
+                outcome.message,
+                moved.state.value,
+            )
+        if moved.state is DeliveryState.PENDING and next_at is not None:
+            self._soonest = next_at if self._soonest is None else min(self._soonest, next_at)
+        if outcome.status == _GONE:
+            await self._disable(endpoint, done_at)
+
+    async def _disable(self, endpoint: Endpoint, now: datetime) -> None:
+        """Disable an endpoint that answered 410 Gone."""
+        if await self._storage.disable_endpoint(endpoint.id, now):
+            log.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)

@@ -1,0 +1,1 @@
+"""Integration tests: the HTTP API and the worker over real databases."""
