@@ -13,6 +13,7 @@ from homing.api.schemas import (
     ApplicationPatch,
     ListResponse,
     page_out,
+    path_uid,
 )
 from homing.core.models import Application
 from homing.errors import ConflictError, NotFoundError
@@ -85,7 +86,7 @@ async def update_application(
     try:
         app = await svc.storage.get_application(who.org_id, app_id)
     except NotFoundError:
-        body = body.model_copy(update={"uid": body.uid or app_id})
+        body = body.model_copy(update={"uid": body.uid or path_uid(app_id, "app_id")})
         created, _ = await create_or_get(svc, who.org_id, body, get_if_exists=False)
         response.status_code = 201
         return app_out(created)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 
 from homing.api.deps import App, Paging, Svc, utc
-from homing.api.errors import ApiError
+from homing.api.errors import InvalidInput
 from homing.api.messages import encode_payload, message_out, schema_version_key
 from homing.api.schemas import (
     HEADER_NAME,
@@ -30,6 +30,7 @@ from homing.api.schemas import (
     RecoverIn,
     RecoverOut,
     page_out,
+    path_uid,
 )
 from homing.core.keys import rotate
 from homing.core.models import Application, DeliveryState, Endpoint, EndpointSecret, Message
@@ -85,17 +86,17 @@ def check_headers(headers: dict[str, str | None]) -> dict[str, str | None]:
     for name, value in headers.items():
         lower = name.lower()
         if not HEADER_NAME.match(name):
-            raise ApiError(
-                422, f"Header name {name[:64]!r} is not a valid HTTP token.", "validation"
-            )
+            raise InvalidInput(["body", "headers", name[:64]], "is not a valid HTTP header name")
         if lower in RESERVED_HEADERS or lower.startswith(RESERVED_PREFIXES):
-            raise ApiError(
-                422, f"Header {name!r} is set by Homing and cannot be overridden.", "validation"
+            raise InvalidInput(
+                ["body", "headers", name], "is set by Homing and cannot be overridden"
             )
         if value is not None and (
             len(value) > 4096 or any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value)
         ):
-            raise ApiError(422, f"Header {name!r} has an invalid value.", "validation")
+            raise InvalidInput(
+                ["body", "headers", name], "value must be at most 4096 characters, no controls"
+            )
     return headers
 
 
@@ -156,7 +157,8 @@ async def update_endpoint(
     try:
         ep = await svc.storage.get_endpoint(app.id, endpoint_id)
     except NotFoundError:
-        fresh = new_endpoint(svc, app, EndpointIn(**body.model_dump()), body.uid or endpoint_id)
+        uid = body.uid or path_uid(endpoint_id, "endpoint_id")
+        fresh = new_endpoint(svc, app, EndpointIn(**body.model_dump()), uid)
         response.status_code = 201
         return endpoint_out(await svc.storage.create_endpoint(fresh))
     updated = replace(

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from homing.errors import ConflictError, HomingError, NotFoundError
@@ -47,6 +48,16 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class InvalidInput(Exception):
+    """A validation failure found by our own code, reported in the 422 validation shape."""
+
+    def __init__(self, loc: list[str | int], msg: str, kind: str = "value_error") -> None:
+        super().__init__(msg)
+        self.loc = loc
+        self.msg = msg
+        self.kind = kind
+
+
 def error_response(
     status: int, detail: str, code: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -64,6 +75,11 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.detail, exc.code, exc.headers)
 
 
+async def _invalid_input(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidInput)
+    return validation_response(list(exc.loc), exc.msg, exc.kind)
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
@@ -72,6 +88,20 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    details = [
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": details}, 422)
+
+
+async def _model_error(_: Request, exc: Exception) -> JSONResponse:
+    """A model built inside a handler (e.g. from a path value) failed validation: still 422."""
+    assert isinstance(exc, ValidationError)
     details = [
         {
             "loc": list(e.get("loc", ())),
@@ -100,7 +130,9 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error the one JSON shape."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _model_error)
     app.add_exception_handler(HomingError, _domain_error)
     app.add_exception_handler(Exception, _unexpected)

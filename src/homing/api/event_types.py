@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Response
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from homing.api.deps import OrgCaller, Paging, Svc
-from homing.api.errors import ApiError
+from homing.api.errors import InvalidInput
 from homing.api.schemas import (
     EventTypeIn,
     EventTypeOut,
@@ -18,6 +20,7 @@ from homing.api.schemas import (
     EventTypeUpdate,
     ListResponse,
     page_out,
+    path_uid,
 )
 from homing.core.models import EventType
 from homing.errors import NotFoundError
@@ -28,15 +31,52 @@ router = APIRouter(prefix="/api/v1/event-type", tags=["Event Type"])
 def check_schemas(schemas: dict[str, Any] | None) -> dict[str, Any] | None:
     """Each value must be a valid JSON Schema (keys are versions, e.g. ``"1"``)."""
     for version, schema in (schemas or {}).items():
+        where: list[str | int] = ["body", "schemas", version]
         if not isinstance(schema, dict):
-            raise ApiError(422, f"Schema version {version!r} must be a JSON object.", "validation")
+            raise InvalidInput(where, "must be a JSON object (a JSON Schema)")
         try:
             validator_for(schema).check_schema(schema)
         except SchemaError as exc:
-            raise ApiError(
-                422, f"Schema version {version!r} is invalid: {exc.message}", "validation"
-            ) from exc
+            raise InvalidInput(where, f"is not a valid JSON Schema: {exc.message}") from exc
+        for ref in refs(schema):
+            if not resolves(schema, ref):
+                raise InvalidInput(
+                    where,
+                    f"$ref {ref[:200]!r} does not resolve inside the schema (Homing never"
+                    " fetches schemas from elsewhere)",
+                )
     return schemas
+
+
+def refs(node: Any) -> Iterator[str]:
+    """Every ``$ref`` string in a schema document."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("$ref"), str):
+                yield item["$ref"]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def resolves(root: dict[str, Any], ref: str) -> bool:
+    """True for a local JSON-pointer ``$ref`` (``#``, ``#/$defs/x``) that exists in ``root``."""
+    if ref == "#":
+        return True
+    if not ref.startswith("#/"):
+        return False
+    node: Any = root
+    for token in ref[2:].split("/"):
+        key = unquote(token).replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return False
+    return True
 
 
 def event_type_out(et: EventType, with_content: bool = True) -> EventTypeOut:
@@ -94,7 +134,7 @@ async def update_event_type(
     try:
         et = await svc.storage.get_event_type(who.org_id, event_type_name)
     except NotFoundError:
-        fresh = EventTypeIn(name=event_type_name, **body.model_dump())
+        fresh = EventTypeIn(name=path_uid(event_type_name, "event_type_name"), **body.model_dump())
         response.status_code = 201
         return await create_event_type(fresh, who, svc)
     updated = replace(

@@ -10,11 +10,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from jsonschema import ValidationError as SchemaValidationError
 from jsonschema.validators import validator_for
+from referencing.exceptions import Unresolvable
 
 from homing.api.applications import create_or_get
 from homing.api.deps import AnyCaller, App, Paging, Svc, split_list, utc
-from homing.api.errors import ApiError
-from homing.api.schemas import ApplicationIn, ListResponse, MessageIn, MessageOut, page_out
+from homing.api.errors import ApiError, InvalidInput
+from homing.api.schemas import (
+    ApplicationIn,
+    ListResponse,
+    MessageIn,
+    MessageOut,
+    page_out,
+    path_uid,
+)
 from homing.core.models import Application, EventType, Message
 from homing.errors import NotFoundError
 from homing.ids import new_id
@@ -41,8 +49,8 @@ def encode_payload(payload: dict[str, Any]) -> str:
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")
     except (ValueError, UnicodeEncodeError) as exc:
-        raise ApiError(
-            422, "payload must be JSON without NaN/Infinity or unpaired surrogates.", "validation"
+        raise InvalidInput(
+            ["body", "payload"], "must be JSON without NaN/Infinity or unpaired surrogates"
         ) from exc
     return text
 
@@ -58,14 +66,22 @@ def check_against_schema(et: EventType | None, payload: dict[str, Any]) -> None:
         return
     newest = max(et.schemas, key=schema_version_key)
     schema = et.schemas[newest]
-    errors = sorted(validator_for(schema)(schema).iter_errors(payload), key=lambda e: list(e.path))
+    try:
+        errors = sorted(
+            validator_for(schema)(schema).iter_errors(payload), key=lambda e: list(e.path)
+        )
+    except Unresolvable as exc:
+        raise InvalidInput(
+            ["body", "payload"],
+            f"cannot be checked: schema {newest} of {et.name!r} has a broken $ref ({exc})",
+        ) from exc
     if errors:
         first: SchemaValidationError = errors[0]
-        where = "/".join(str(p) for p in first.path) or "(root)"
-        raise ApiError(
-            422,
-            f"payload does not match schema {newest} of {et.name!r} at {where}: {first.message}",
-            "validation",
+        where = "".join(f"/{p}" for p in first.path) or "/"
+        raise InvalidInput(
+            ["body", "payload", *first.path],
+            f"does not match schema {newest} of {et.name!r} at {where}: {first.message}",
+            "schema_violation",
         )
 
 
@@ -77,7 +93,10 @@ async def target_application(app_id: str, body: MessageIn, who: AnyCaller, svc: 
         if body.application is None or who.app_id is not None:
             raise
         spec = ApplicationIn(
-            **{**body.application.model_dump(), "uid": body.application.uid or app_id}
+            **{
+                **body.application.model_dump(),
+                "uid": body.application.uid or path_uid(app_id, "app_id"),
+            }
         )
         app, _ = await create_or_get(svc, who.org_id, spec, get_if_exists=True)
     if who.app_id is not None and who.app_id != app.id:

@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,49 +40,80 @@ def _error(code: str, detail: str) -> bytes:
     return json.dumps({"code": code, "detail": detail}).encode()
 
 
+def _has_controls(text: bytes) -> bool:
+    return any(b < 0x20 or b == 0x7F for b in text)
+
+
+_BAD_QUERY = json.dumps(
+    {
+        "detail": [
+            {"loc": ["query"], "msg": "must not contain control characters", "type": "value_error"}
+        ]
+    }
+).encode()
+
+
 class BodyLimit:
-    """Read the whole request body up front, refusing more than ``limit`` bytes with 413."""
+    """Guard the edge of the API: a path or query with control characters (no object has
+    such an id; the databases cannot even compare them) is refused, and the whole request body
+    is read up front, refusing more than ``limit`` bytes with 413."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.too_large = _error(
+            "payload_too_large", f"Request bodies are limited to {limit} bytes."
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        too_large = _error(
-            "payload_too_large", f"Request bodies are limited to {self.limit} bytes."
-        )
+        elif _has_controls(scope["path"].encode("utf-8", "replace")):
+            await _send_json(send, 404, _error("not_found", "Not found."))
+        elif _has_controls(unquote_to_bytes(scope["query_string"])):
+            await _send_json(send, 422, _BAD_QUERY)
+        elif scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+        else:
+            body = await self._read(scope, receive)
+            if body is None:
+                await _send_json(send, 413, self.too_large)
+                return
+            await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None when it is larger than the limit."""
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _send_json(send, 413, too_large)
-            return
+            return None
         chunks: list[bytes] = []
         size = 0
-        while True:
+        more = True
+        while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                break
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await _send_json(send, 413, too_large)
-                return
+                return None
             chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+            more = message.get("more_body", False)
+        return b"".join(chunks)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then defers to the real one (disconnects)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class Idempotency:

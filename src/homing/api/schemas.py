@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from homing.api.errors import InvalidInput
 from homing.storage.base import Page
 
 T = TypeVar("T")
@@ -35,6 +37,45 @@ def clean_text(value: str) -> str:
     return value
 
 
+def path_uid(value: str, param: str) -> str:
+    """A uid taken from the URL path (PUT creates with it): same rules as a body uid."""
+    if not (len(value) <= 256 and re.fullmatch(NAME_PATTERN, value)):
+        raise InvalidInput(["path", param], f"must match {NAME_PATTERN} (at most 256 characters)")
+    return value
+
+
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` (parsed JSON) nests objects and arrays; iterative, so any depth
+    that the JSON parser accepted can be measured."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Free-form JSON (payloads, schemas): at most ``MAX_JSON_DEPTH`` levels deep, and text
+    that can be stored and sent as UTF-8 (no unpaired surrogates)."""
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"must not nest objects and arrays more than {MAX_JSON_DEPTH} deep")
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError("must be JSON without NaN/Infinity or unpaired surrogates") from exc
+    return value
+
+
 def check_url(value: str) -> str:
     """An absolute http(s) URL with a host and a valid port, without spaces or controls."""
     clean_text(value)
@@ -53,6 +94,7 @@ def check_url(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(clean_text)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_json)]
 Name = Annotated[str, Field(min_length=1, max_length=256, pattern=NAME_PATTERN)]
 Channel = Annotated[str, Field(min_length=1, max_length=128, pattern=CHANNEL_PATTERN)]
 Url = Annotated[str, Field(min_length=1, max_length=65536), AfterValidator(check_url)]
@@ -192,7 +234,7 @@ class EventTypeUpdate(Schema):
     archived: bool = False
     deprecated: bool = False
     feature_flag: Name | None = None
-    schemas: dict[str, Any] | None = None
+    schemas: JsonObject | None = None
 
 
 class EventTypeIn(EventTypeUpdate):
@@ -204,7 +246,7 @@ class EventTypePatch(Schema):
     archived: bool | None = None
     deprecated: bool | None = None
     feature_flag: Name | None = None
-    schemas: dict[str, Any] | None = None
+    schemas: JsonObject | None = None
 
 
 class EventTypeOut(Schema):
@@ -224,7 +266,7 @@ class EventTypeOut(Schema):
 class MessageIn(Schema):
     event_type: Name
     event_id: Name | None = None
-    payload: dict[str, Any]
+    payload: JsonObject
     channels: Annotated[list[Channel], Field(min_length=1, max_length=10)] | None = None
     tags: Annotated[list[Channel], Field(max_length=5)] | None = None
     application: ApplicationIn | None = None
