@@ -50,6 +50,14 @@ class Settings:
     retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     retry_jitter: float = 0.2
     log_level: str = "info"
+    # egress safety (see ssrf.py): extra CIDRs deliveries may reach, https-only, a CONNECT proxy
+    allow_networks: str = ""
+    https_only: bool = False
+    proxy: Secret | None = None
+    # endpoint health: disable an endpoint whose deliveries have failed for this long
+    disable_after: int = 5 * 24 * 3600
+    # operational webhooks go to this application (id or uid) of the default organisation
+    operational_app: str = ""
 
     def __repr__(self) -> str:
         shown = ", ".join(
