@@ -16,11 +16,11 @@ from typing import Any
 
 from homing import __version__
 from homing.config import Settings, load_settings, redact_url
+from homing.core.models import DEFAULT_ORG
 from homing.errors import HomingError
 from homing.storage import Storage, open_storage
 
 log = logging.getLogger("homing")
-DEFAULT_ORG = "org_default"
 
 
 def new_token() -> str:

@@ -54,6 +54,9 @@ class Settings:
     allow_networks: str = ""
     https_only: bool = False
     proxy: Secret | None = None
+    # delivery: in flight per endpoint at most; a lease is request_timeout + lease_margin
+    endpoint_concurrency: int = 16
+    lease_margin: float = 30.0
     # endpoint health: disable an endpoint whose deliveries have failed for this long
     disable_after: int = 5 * 24 * 3600
     # operational webhooks go to this application (id or uid) of the default organisation
@@ -128,6 +131,16 @@ def _convert(name: str, kind: str, raw: Any) -> Any:
         raise ConfigError(f"{name}: cannot read {shown} as {kind}") from exc
 
 
+def _validate_database_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError("database_url: cannot parse it") from exc
+    if parts.scheme not in ("sqlite", "postgres", "postgresql"):
+        raise ConfigError("database_url: use sqlite:///PATH or postgresql://...")
+
+
 def _validate(settings: Settings) -> Settings:
     if not (0 < settings.port < 65536):
         raise ConfigError(f"port: {settings.port} is not a TCP port")
@@ -139,15 +152,13 @@ def _validate(settings: Settings) -> Settings:
         raise ConfigError("retry_schedule: delays must not be negative")
     if settings.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes: must be at least 1024")
+    if settings.endpoint_concurrency < 1:
+        raise ConfigError("endpoint_concurrency: must be at least 1")
+    if not (math.isfinite(settings.lease_margin) and settings.lease_margin >= 1):
+        raise ConfigError("lease_margin: must be at least 1 second")
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level: use one of {', '.join(LOG_LEVELS)}")
-    try:
-        parts = urlsplit(settings.database_url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise ConfigError("database_url: cannot parse it") from exc
-    if parts.scheme not in ("sqlite", "postgres", "postgresql"):
-        raise ConfigError("database_url: use sqlite:///PATH or postgresql://...")
+    _validate_database_url(settings.database_url)
     return settings
 
 

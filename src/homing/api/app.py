@@ -13,6 +13,7 @@ from homing.api import applications, attempts, endpoints, errors, event_types, m
 from homing.api.deps import Services
 from homing.api.middleware import BodyLimit, Idempotency
 from homing.config import Settings
+from homing.operational import Operational
 from homing.storage import Storage
 
 
@@ -32,7 +33,12 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.services = Services(settings=settings, storage=storage, clock=clock)
+    app.state.services = Services(
+        settings=settings,
+        storage=storage,
+        clock=clock,
+        operational=Operational(settings.operational_app, storage, clock),
+    )
     errors.install(app)
     for module in (applications, endpoints, event_types, messages, attempts):
         app.include_router(module.router)

@@ -12,11 +12,10 @@ from fastapi import Depends, Query, Request
 
 from homing.api.errors import ApiError
 from homing.config import Settings
-from homing.core.models import Application
+from homing.core.models import DEFAULT_ORG, Application
+from homing.operational import Operational
 from homing.storage import Storage
 from homing.storage.base import PageRequest
-
-DEFAULT_ORG = "org_default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +25,7 @@ class Services:
     settings: Settings
     storage: Storage
     clock: Callable[[], datetime]
+    operational: Operational
 
 
 @dataclass(frozen=True, slots=True)

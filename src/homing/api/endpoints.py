@@ -36,6 +36,7 @@ from homing.core.keys import rotate
 from homing.core.models import Application, DeliveryState, Endpoint, EndpointSecret, Message
 from homing.errors import NotFoundError
 from homing.ids import new_id
+from homing.operational import endpoint_data
 from homing.signing import generate_secret
 
 router = APIRouter(prefix="/api/v1/app/{app_id}/endpoint", tags=["Endpoint"])
@@ -79,6 +80,11 @@ def endpoint_out(ep: Endpoint) -> EndpointOut:
         created_at=ep.created_at,
         updated_at=ep.updated_at,
     )
+
+
+async def announce(svc: Svc, app: Application, event_type: str, ep: Endpoint) -> None:
+    """Send the operational webhook for a change the API made to an endpoint."""
+    await svc.operational.emit(event_type, app.id, endpoint_data(app, ep))
 
 
 def check_headers(headers: dict[str, str | None]) -> dict[str, str | None]:
@@ -141,7 +147,9 @@ async def list_endpoints(app: App, svc: Svc, page: Paging) -> ListResponse[Endpo
 
 @router.post("", status_code=201, operation_id="v1.endpoint.create")
 async def create_endpoint(app: App, body: EndpointIn, svc: Svc) -> EndpointOut:
-    return endpoint_out(await svc.storage.create_endpoint(new_endpoint(svc, app, body, body.uid)))
+    created = await svc.storage.create_endpoint(new_endpoint(svc, app, body, body.uid))
+    await announce(svc, app, "endpoint.created", created)
+    return endpoint_out(created)
 
 
 @router.get("/{endpoint_id}", operation_id="v1.endpoint.get")
@@ -160,7 +168,9 @@ async def update_endpoint(
         uid = body.uid or path_uid(endpoint_id, "endpoint_id")
         fresh = new_endpoint(svc, app, EndpointIn(**body.model_dump()), uid)
         response.status_code = 201
-        return endpoint_out(await svc.storage.create_endpoint(fresh))
+        await svc.storage.create_endpoint(fresh)
+        await announce(svc, app, "endpoint.created", fresh)
+        return endpoint_out(fresh)
     updated = replace(
         ep,
         url=body.url,
@@ -173,11 +183,13 @@ async def update_endpoint(
         metadata=body.metadata,
         updated_at=svc.clock(),
     )
-    return endpoint_out(await svc.storage.update_endpoint(updated))
+    await svc.storage.update_endpoint(updated)
+    await announce(svc, app, "endpoint.updated", updated)
+    return endpoint_out(updated)
 
 
 @router.patch("/{endpoint_id}", operation_id="v1.endpoint.patch")
-async def patch_endpoint(ep: Ep, body: EndpointPatch, svc: Svc) -> EndpointOut:
+async def patch_endpoint(app: App, ep: Ep, body: EndpointPatch, svc: Svc) -> EndpointOut:
     given = body.model_fields_set
     changes: dict[str, object] = {"updated_at": svc.clock()}
     for field, attr in (
@@ -198,12 +210,15 @@ async def patch_endpoint(ep: Ep, body: EndpointPatch, svc: Svc) -> EndpointOut:
         changes["channels"] = _normalise(body.channels)
     if body.secret is not None:
         changes["secrets"] = rotate(ep.secrets, body.secret, svc.clock(), DEFAULT_GRACE)
-    return endpoint_out(await svc.storage.update_endpoint(replace(ep, **changes)))  # type: ignore[arg-type]
+    updated = await svc.storage.update_endpoint(replace(ep, **changes))  # type: ignore[arg-type]
+    await announce(svc, app, "endpoint.updated", updated)
+    return endpoint_out(updated)
 
 
 @router.delete("/{endpoint_id}", status_code=204, operation_id="v1.endpoint.delete")
-async def delete_endpoint(ep: Ep, svc: Svc) -> Response:
+async def delete_endpoint(app: App, ep: Ep, svc: Svc) -> Response:
     await svc.storage.delete_endpoint(ep.id)
+    await announce(svc, app, "endpoint.deleted", ep)
     return Response(status_code=204)
 
 
@@ -325,3 +340,16 @@ async def example_payload(svc: Svc, org_id: str, event_type: str) -> dict[str, A
         if isinstance(examples, list) and examples and isinstance(examples[0], dict):
             return dict(examples[0])
     return {"example": True, "eventType": event_type}
+
+
+@router.post(
+    "/{endpoint_id}/replay-missing", status_code=202, operation_id="v1.endpoint.replay-missing"
+)
+async def replay_missing(ep: Ep, body: RecoverIn, svc: Svc) -> RecoverOut:
+    """Send the endpoint every message since ``since`` (until ``until``) that it should have
+    received but never did (it was added later, or was disabled at the time)."""
+    now = svc.clock()
+    since = utc(body.since)
+    assert since is not None
+    await svc.storage.replay_missing(ep, since, utc(body.until), now)
+    return RecoverOut(id=new_id("qtask"), status="finished", task="endpoint.replay", updated_at=now)

@@ -79,6 +79,14 @@ def resolves(root: dict[str, Any], ref: str) -> bool:
     return True
 
 
+def _tupled(schedule: list[int] | None) -> tuple[int, ...] | None:
+    return tuple(schedule) if schedule is not None else None
+
+
+def _listed(schedule: tuple[int, ...] | None) -> list[int] | None:
+    return list(schedule) if schedule is not None else None
+
+
 def event_type_out(et: EventType, with_content: bool = True) -> EventTypeOut:
     return EventTypeOut(
         name=et.name,
@@ -87,6 +95,7 @@ def event_type_out(et: EventType, with_content: bool = True) -> EventTypeOut:
         deprecated=et.deprecated,
         feature_flag=et.feature_flag,
         schemas=et.schemas if with_content else None,
+        retry_schedule=_listed(et.retry_schedule),
         created_at=et.created_at,
         updated_at=et.updated_at,
     )
@@ -115,6 +124,7 @@ async def create_event_type(body: EventTypeIn, who: OrgCaller, svc: Svc) -> Even
         deprecated=body.deprecated,
         feature_flag=body.feature_flag,
         schemas=check_schemas(body.schemas),
+        retry_schedule=_tupled(body.retry_schedule),
         created_at=now,
         updated_at=now,
     )
@@ -144,6 +154,7 @@ async def update_event_type(
         deprecated=body.deprecated,
         feature_flag=body.feature_flag,
         schemas=check_schemas(body.schemas),
+        retry_schedule=_tupled(body.retry_schedule),
         updated_at=svc.clock(),
     )
     return event_type_out(await svc.storage.update_event_type(updated))
@@ -163,6 +174,8 @@ async def patch_event_type(
         changes["feature_flag"] = body.feature_flag
     if "schemas" in given:
         changes["schemas"] = check_schemas(body.schemas)
+    if "retry_schedule" in given:
+        changes["retry_schedule"] = _tupled(body.retry_schedule)
     return event_type_out(await svc.storage.update_event_type(replace(et, **changes)))
 
 

@@ -229,12 +229,17 @@ class RecoverOut(Schema):
 # -- event types -------------------------------------------------------------------------------
 
 
+#: Homing extension: seconds between tries for this event type (instead of the global schedule)
+RetrySchedule = Annotated[list[Annotated[int, Field(ge=0, le=7 * 24 * 3600)]], Field(max_length=30)]
+
+
 class EventTypeUpdate(Schema):
     description: Annotated[Text, Field(max_length=65536)]
     archived: bool = False
     deprecated: bool = False
     feature_flag: Name | None = None
     schemas: JsonObject | None = None
+    retry_schedule: RetrySchedule | None = None
 
 
 class EventTypeIn(EventTypeUpdate):
@@ -247,6 +252,7 @@ class EventTypePatch(Schema):
     deprecated: bool | None = None
     feature_flag: Name | None = None
     schemas: JsonObject | None = None
+    retry_schedule: RetrySchedule | None = None
 
 
 class EventTypeOut(Schema):
@@ -256,6 +262,7 @@ class EventTypeOut(Schema):
     deprecated: bool
     feature_flag: str | None
     schemas: dict[str, Any] | None
+    retry_schedule: list[int] | None = None
     created_at: datetime
     updated_at: datetime
 

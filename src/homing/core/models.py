@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+#: the organisation of ``HOMING_BOOTSTRAP_TOKEN`` and of ``homing token create`` by default
+DEFAULT_ORG = "org_default"
+
 
 class DeliveryState(enum.StrEnum):
     """Where one message stands with one endpoint."""
@@ -89,6 +92,8 @@ class Endpoint:
     metadata: dict[str, str]
     created_at: datetime
     updated_at: datetime
+    #: first exhausted delivery since the last success (endpoint health); the worker owns it
+    failing_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,8 @@ class EventType:
     schemas: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    #: seconds between tries for messages of this type, overriding the global schedule
+    retry_schedule: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ A thin loop around pure decisions: ``core.retry.next_attempt_at`` says when to t
 
 - **Claiming**: ``claim_due`` leases up to as many deliveries as there are free send slots
   (``concurrency``), never more, so a claimed delivery never waits in a queue while its lease
-  (request timeout + ``LEASE_MARGIN``) runs out.
+  (request timeout + ``HOMING_LEASE_MARGIN``) runs out.
 - **Waking**: when nothing is due, the worker waits on ``storage.db.wait_for_work`` (PostgreSQL
   LISTEN/NOTIFY, or SQLite's in-process event), so a new message goes out at once; otherwise it
   polls every ``poll_interval`` seconds, sooner when a retry it scheduled itself falls due.
@@ -27,24 +27,25 @@ import random
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from homing.config import Settings
 from homing.core.models import Attempt, Delivery, DeliveryState, Endpoint, Message, MessageStatus
 from homing.core.retry import RetryPolicy, Rng, next_attempt_at
 from homing.core.states import Outcome, cancel, is_success, transition
+from homing.delivery.health import Health
 from homing.delivery.sender import Sender, build_request
 from homing.ids import new_id
+from homing.operational import Operational
 from homing.signing import InvalidSecretError
 from homing.storage import Storage
 
 log = logging.getLogger("homing.worker")
 
-LEASE_MARGIN = timedelta(seconds=30)
 RECLAIM_INTERVAL = timedelta(seconds=5)
 DEFAULT_CONCURRENCY = 64
 DEFAULT_POLL_INTERVAL = 2.0
-_GONE = 410
 
 
 def _utcnow() -> datetime:
@@ -104,7 +105,14 @@ class Worker:
         self._clock = clock or _utcnow
         self._rng: Rng = rng if rng is not None else random.Random()
         self._policy = RetryPolicy(schedule=settings.retry_schedule, jitter=settings.retry_jitter)
-        self._lease = timedelta(seconds=settings.request_timeout) + LEASE_MARGIN
+        self._schedules = ScheduleCache(storage)
+        self._lease = timedelta(seconds=settings.request_timeout + settings.lease_margin)
+        self._cap = settings.endpoint_concurrency
+        self._health = Health(
+            storage,
+            Operational(settings.operational_app, storage, self._clock),
+            timedelta(seconds=settings.disable_after),
+        )
         self._concurrency = concurrency
         self._poll_interval = poll_interval
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -227,7 +235,7 @@ class Worker:
                     "worker %s: %d expired leases returned to the queue", self.worker_id, count
                 )
         claimed = await self._storage.claim_due(
-            now=now, limit=limit, worker=self.worker_id, lease=self._lease
+            now=now, limit=limit, worker=self.worker_id, lease=self._lease, cap=self._cap
         )
         if not claimed:
             return claimed, {}, {}
@@ -259,17 +267,24 @@ class Worker:
             outcome = await self._sender.send(build_request(message, endpoint, now))
         except InvalidSecretError as exc:  # nothing was sent: the endpoint cannot sign
             outcome = Outcome(status=0, failure_class="signing", message=str(exc))
-        await self._record(delivery, endpoint, outcome)
+        await self._record(delivery, endpoint, message, outcome)
 
-    async def _record(self, delivery: Delivery, endpoint: Endpoint, outcome: Outcome) -> None:
-        """Store the attempt and the delivery's next state; disable the endpoint on 410."""
+    async def _record(
+        self, delivery: Delivery, endpoint: Endpoint, message: Message, outcome: Outcome
+    ) -> None:
+        """Store the attempt and the delivery's next state; then endpoint health."""
         done_at = self._clock()
-        next_at = next_attempt_at(self._policy, delivery.attempts + 1, outcome, done_at, self._rng)
+        policy = self._policy
+        if schedule := await self._schedules.get(message.org_id, message.event_type, done_at):
+            policy = replace(policy, schedule=schedule)
+        next_at = next_attempt_at(policy, delivery.attempts + 1, outcome, done_at, self._rng)
         moved = transition(delivery, outcome, done_at, next_at)
         attempt = attempt_record(delivery, endpoint.url, outcome, done_at)
         if not await self._storage.record_attempt(attempt, moved):
             log.warning("delivery %s: lease lost; another worker owns it now", delivery.id)
-        elif not is_success(outcome):
+            return
+        await self._health.after(delivery, moved, attempt, endpoint, message)
+        if not is_success(outcome):
             log.info(
                 "delivery %s to endpoint %s: try %d failed: %s (%s); now %s",
                 delivery.id,
@@ -281,10 +296,25 @@ class Worker:
             )
         if moved.state is DeliveryState.PENDING and next_at is not None:
             self._soonest = next_at if self._soonest is None else min(self._soonest, next_at)
-        if outcome.status == _GONE:
-            await self._disable(endpoint, done_at)
 
-    async def _disable(self, endpoint: Endpoint, now: datetime) -> None:
-        """Disable an endpoint that answered 410 Gone."""
-        if await self._storage.disable_endpoint(endpoint.id, now):
-            log.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
+
+class ScheduleCache:
+    """Per-event-type retry schedules, read at most every ``TTL`` per event type."""
+
+    TTL = timedelta(seconds=30)
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._known: dict[tuple[str, str], tuple[datetime, tuple[int, ...] | None]] = {}
+
+    async def get(self, org_id: str, event_type: str, now: datetime) -> tuple[int, ...] | None:
+        """The schedule event type ``event_type`` of ``org_id`` sets, or None (the default)."""
+        key = (org_id, event_type)
+        cached = self._known.get(key)
+        if cached is None or cached[0] <= now:
+            found = await self._storage.retry_schedules(org_id, [event_type])
+            cached = (now + self.TTL, found.get(event_type))
+            if len(self._known) > 10_000:  # bound the memory of many event types
+                self._known.clear()
+            self._known[key] = cached
+        return cached[1]

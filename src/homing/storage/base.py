@@ -36,6 +36,9 @@ class Database(Protocol):
     dialect: str
     #: appended to the claim sub-select (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)
     lock_clause: str
+    #: appended to a SELECT that must lock its rows until commit (no-op on SQLite, which has
+    #: one writer at a time anyway)
+    row_lock: str
     #: SQL function that returns a 1-based position of a substring (strpos / instr)
     find_function: str
 

@@ -63,6 +63,7 @@ class PgConnection:
 class PostgresDatabase:
     dialect = "postgres"
     lock_clause = " FOR UPDATE SKIP LOCKED"
+    row_lock = " FOR NO KEY UPDATE"
     find_function = "strpos"
 
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:

@@ -51,6 +51,10 @@ def _tuple(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(json.loads(text))
 
 
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    return None if text is None else tuple(int(i) for i in json.loads(text))
+
+
 def application(row: Row) -> Application:
     return Application(
         id=row["id"],
@@ -89,6 +93,7 @@ def endpoint(row: Row) -> Endpoint:
         metadata=json.loads(row["metadata"]),
         created_at=from_us(row["created_at"]),
         updated_at=from_us(row["updated_at"]),
+        failing_since=opt_from_us(row["failing_since"]),
     )
 
 
@@ -103,6 +108,7 @@ def event_type(row: Row) -> EventType:
         schemas=None if row["schemas"] is None else json.loads(row["schemas"]),
         created_at=from_us(row["created_at"]),
         updated_at=from_us(row["updated_at"]),
+        retry_schedule=_ints(row["retry_schedule"]),
     )
 
 

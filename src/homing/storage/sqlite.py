@@ -67,6 +67,7 @@ class SqliteConnection:
 class SqliteDatabase:
     dialect = "sqlite"
     lock_clause = ""
+    row_lock = ""
     find_function = "instr"
 
     def __init__(self, conn: aiosqlite.Connection) -> None:

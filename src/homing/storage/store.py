@@ -8,6 +8,7 @@ supplies those. Every method owns its transaction.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from homing.core.models import (
     Message,
     Trigger,
 )
+from homing.core.pacing import Due, EndpointLoad, plan_claim
 from homing.errors import ConflictError, NotFoundError
 from homing.ids import new_id
 from homing.storage import rows
@@ -45,6 +47,11 @@ from homing.storage.rows import dump, dump_opt, dump_secrets, opt_to_us, to_us
 T = TypeVar("T")
 
 IDEMPOTENCY_STALE = timedelta(seconds=60)
+DEFAULT_ENDPOINT_CAP = 16
+BUSY_DELAY = timedelta(seconds=1)
+REPLAY_BATCH = 1000
+CLAIM_WINDOW = 4  # due rows looked at per delivery claimed, so a busy endpoint's surplus
+# can be set aside without starving the endpoints queued behind it
 
 
 def hash_token(token: str) -> str:
@@ -320,6 +327,45 @@ class Storage:
             )
         return changed == 1
 
+    async def note_exhausted(self, endpoint_id: str, now: datetime) -> datetime | None:
+        """Record that a delivery of the endpoint ran out of retries; return since when the
+        endpoint has been failing (None when it is gone)."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE endpoint SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
+                endpoint_id,
+                to_us(now),
+            )
+            row = await conn.fetchrow(
+                "SELECT failing_since FROM endpoint WHERE id = $1", endpoint_id
+            )
+        return None if row is None else rows.opt_from_us(row["failing_since"])
+
+    async def note_success(self, endpoint_id: str) -> None:
+        """The endpoint took a delivery: it is healthy again."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE endpoint SET failing_since = NULL WHERE id = $1"
+                " AND failing_since IS NOT NULL",
+                endpoint_id,
+            )
+
+    async def retry_schedules(
+        self, org_id: str, names: Sequence[str]
+    ) -> dict[str, tuple[int, ...]]:
+        """The retry schedules that event types of ``org_id`` set, by event type name."""
+        if not names:
+            return {}
+        marks = ", ".join(f"${i}" for i in range(2, len(names) + 2))
+        async with self.db.connection() as conn:
+            found = await conn.fetch(
+                "SELECT name, retry_schedule FROM event_type WHERE org_id = $1"
+                f" AND name IN ({marks}) AND retry_schedule IS NOT NULL",
+                org_id,
+                *names,
+            )
+        return {r["name"]: tuple(json.loads(r["retry_schedule"])) for r in found}
+
     async def delete_endpoint(self, endpoint_id: str) -> None:
         """Delete the endpoint; its pending deliveries and attempts go with it."""
         async with self.db.transaction() as conn:
@@ -348,8 +394,8 @@ class Storage:
         async with self.db.transaction() as conn:
             changed = await conn.execute(
                 "INSERT INTO event_type (org_id, name, description, archived, deprecated,"
-                " feature_flag, schemas, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6,"
-                " $7, $8, $9) ON CONFLICT DO NOTHING",
+                " feature_flag, schemas, retry_schedule, created_at, updated_at) VALUES ($1, $2,"
+                " $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
                 *_event_type_values(et),
             )
         if changed != 1:
@@ -378,9 +424,9 @@ class Storage:
         async with self.db.transaction() as conn:
             await conn.execute(
                 "UPDATE event_type SET description = $3, archived = $4, deprecated = $5,"
-                " feature_flag = $6, schemas = $7, updated_at = $8"
+                " feature_flag = $6, schemas = $7, retry_schedule = $8, updated_at = $9"
                 " WHERE org_id = $1 AND name = $2",
-                *_event_type_values(et)[:7],
+                *_event_type_values(et)[:8],
                 to_us(et.updated_at),
             )
         return et
@@ -427,24 +473,7 @@ class Storage:
                 targets = [e for e in candidates if e.id == only_endpoint]
             else:
                 targets = [e for e in candidates if wants(e, msg.event_type, msg.channels)]
-            deliveries = [
-                Delivery(
-                    id=new_id("dlv"),
-                    org_id=msg.org_id,
-                    app_id=msg.app_id,
-                    msg_id=msg.id,
-                    endpoint_id=e.id,
-                    state=DeliveryState.PENDING,
-                    attempts=0,
-                    trigger=Trigger.SCHEDULED,
-                    next_attempt_at=now,
-                    lease_until=None,
-                    leased_by=None,
-                    created_at=now,
-                    updated_at=now,
-                )
-                for e in targets
-            ]
+            deliveries = [_new_delivery(msg, e.id, Trigger.SCHEDULED, now) for e in targets]
             if deliveries:
                 await conn.executemany(_INSERT_DELIVERY, [_delivery_values(d) for d in deliveries])
         if deliveries:
@@ -544,24 +573,10 @@ class Storage:
 
     async def resend(self, msg: Message, endpoint: Endpoint, now: datetime) -> Delivery:
         """Queue ``msg`` for ``endpoint`` again now, as a manual try with a fresh schedule."""
-        fresh = Delivery(
-            id=new_id("dlv"),
-            org_id=msg.org_id,
-            app_id=msg.app_id,
-            msg_id=msg.id,
-            endpoint_id=endpoint.id,
-            state=DeliveryState.PENDING,
-            attempts=0,
-            trigger=Trigger.MANUAL,
-            next_attempt_at=now,
-            lease_until=None,
-            leased_by=None,
-            created_at=now,
-            updated_at=now,
-        )
+        fresh = _new_delivery(msg, endpoint.id, Trigger.MANUAL, now)
         async with self.db.transaction() as conn:
             changed = await conn.execute(
-                "UPDATE delivery SET state = 'pending', attempts = 0, trigger = $3,"
+                "UPDATE delivery SET state = 'pending', attempts = 0, trigger = $3, paced = FALSE,"
                 " next_attempt_at = $4, lease_until = NULL, leased_by = NULL, updated_at = $4"
                 " WHERE msg_id = $1 AND endpoint_id = $2 AND state <> 'sending'",
                 msg.id,
@@ -579,13 +594,54 @@ class Storage:
         await self.db.notify()
         return rows.delivery(row) if row is not None else fresh
 
+    async def replay_missing(
+        self, endpoint: Endpoint, since: datetime, until: datetime | None, now: datetime
+    ) -> int:
+        """Queue for ``endpoint`` every message of its application made in [since, until) that
+        it wants (filters) but has no delivery of, e.g. because it was added or disabled at
+        the time. Works in batches; returns how many deliveries were made."""
+        made = 0
+        cursor = ""
+        while True:
+            args: list[Any] = [endpoint.app_id, to_us(since), endpoint.id, cursor, REPLAY_BATCH]
+            sql = (
+                "SELECT m.* FROM message m WHERE m.app_id = $1 AND m.created_at >= $2"
+                " AND m.id > $4 AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.msg_id = m.id"
+                " AND d.endpoint_id = $3)"
+            )
+            if until is not None:
+                args.append(to_us(until))
+                sql += f" AND m.created_at < ${len(args)}"
+            async with self.db.transaction() as conn:
+                found = [
+                    rows.message(r)
+                    for r in await conn.fetch(sql + " ORDER BY m.id LIMIT $5", *args)
+                ]
+                fresh = [
+                    _new_delivery(m, endpoint.id, Trigger.MANUAL, now)
+                    for m in found
+                    if wants(endpoint, m.event_type, m.channels)
+                ]
+                if fresh:
+                    await conn.executemany(
+                        _INSERT_DELIVERY + " ON CONFLICT DO NOTHING",
+                        [_delivery_values(d) for d in fresh],
+                    )
+            made += len(fresh)
+            if len(found) < REPLAY_BATCH:
+                break
+            cursor = found[-1].id
+        if made:
+            await self.db.notify()
+        return made
+
     async def recover(
         self, endpoint_id: str, since: datetime, until: datetime | None, now: datetime
     ) -> int:
         """Queue every failed delivery of the endpoint made in [since, until) again."""
         args: list[Any] = [endpoint_id, to_us(since), to_us(now), int(Trigger.MANUAL)]
         sql = (
-            "UPDATE delivery SET state = 'pending', attempts = 0, trigger = $4,"
+            "UPDATE delivery SET state = 'pending', attempts = 0, trigger = $4, paced = FALSE,"
             " next_attempt_at = $3, updated_at = $3 WHERE endpoint_id = $1 AND state = 'failed'"
             " AND created_at >= $2"
         )
@@ -599,28 +655,88 @@ class Storage:
         return changed
 
     async def claim_due(
-        self, now: datetime, limit: int, worker: str, lease: timedelta
+        self,
+        now: datetime,
+        limit: int,
+        worker: str,
+        lease: timedelta,
+        cap: int = DEFAULT_ENDPOINT_CAP,
+        busy_delay: timedelta = BUSY_DELAY,
     ) -> list[Delivery]:
-        """Take up to ``limit`` due pending deliveries for ``worker`` until ``now + lease``."""
+        """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``, keeping
+        each endpoint under ``cap`` in flight and under its throttleRate (see core.pacing):
+        what may not start yet is rescheduled in the same transaction."""
         async with self.db.transaction() as conn:
             found = await conn.fetch(
+                "SELECT id, endpoint_id, paced FROM delivery WHERE state = 'pending'"
+                " AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"
+                + self.db.lock_clause,
+                to_us(now),
+                limit * CLAIM_WINDOW,
+            )
+            if not found:
+                return []
+            due = [Due(r["id"], r["endpoint_id"], bool(r["paced"])) for r in found]
+            loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}))
+            plan = plan_claim(due, loads, now, limit, cap, busy_delay)
+            if plan.defer:
+                await conn.executemany(
+                    "UPDATE delivery SET next_attempt_at = $2, paced = $3, updated_at = $4"
+                    " WHERE id = $1",
+                    [(i, to_us(at), paced, to_us(now)) for i, (at, paced) in plan.defer.items()],
+                )
+            if plan.next_send_at:
+                await conn.executemany(
+                    "UPDATE endpoint SET next_send_at = $2 WHERE id = $1",
+                    [(ep, to_us(at)) for ep, at in plan.next_send_at.items()],
+                )
+            if not plan.start:
+                return []
+            marks = ", ".join(f"${i}" for i in range(5, len(plan.start) + 5))
+            started = await conn.fetch(
                 "UPDATE delivery SET state = 'sending', lease_until = $1, leased_by = $2,"
-                " updated_at = $3 WHERE id IN (SELECT id FROM delivery WHERE state = 'pending'"
-                " AND next_attempt_at <= $3 ORDER BY next_attempt_at LIMIT $4"
-                f"{self.db.lock_clause}) RETURNING *",
+                f" updated_at = $3, paced = $4 WHERE id IN ({marks}) RETURNING *",
                 to_us(now + lease),
                 worker,
                 to_us(now),
-                limit,
+                False,
+                *plan.start,
             )
-        return [rows.delivery(r) for r in found]
+        return [rows.delivery(r) for r in started]
+
+    async def _endpoint_loads(
+        self, conn: Connection, endpoint_ids: Sequence[str]
+    ) -> dict[str, EndpointLoad]:
+        """In-flight counts and throttle state of these endpoints, their rows locked (in id
+        order, so concurrent claimers never deadlock) until the claim commits."""
+        marks = ", ".join(f"${i}" for i in range(1, len(endpoint_ids) + 1))
+        paces = await conn.fetch(
+            f"SELECT id, rate_limit, next_send_at FROM endpoint WHERE id IN ({marks})"
+            " ORDER BY id" + self.db.row_lock,
+            *endpoint_ids,
+        )
+        running = await conn.fetch(
+            "SELECT endpoint_id, COUNT(*) AS n FROM delivery WHERE state = 'sending'"
+            f" AND endpoint_id IN ({marks}) GROUP BY endpoint_id",
+            *endpoint_ids,
+        )
+        in_flight = {r["endpoint_id"]: int(r["n"]) for r in running}
+        return {
+            r["id"]: EndpointLoad(
+                in_flight=in_flight.get(r["id"], 0),
+                rate=r["rate_limit"],
+                next_send_at=rows.opt_from_us(r["next_send_at"]),
+            )
+            for r in paces
+        }
 
     async def reclaim_expired(self, now: datetime) -> int:
         """Make deliveries whose lease ran out (their worker died) pending again."""
         async with self.db.transaction() as conn:
             return await conn.execute(
                 "UPDATE delivery SET state = 'pending', next_attempt_at = $1, lease_until = NULL,"
-                " leased_by = NULL, updated_at = $1 WHERE state = 'sending' AND lease_until <= $1",
+                " paced = FALSE, leased_by = NULL, updated_at = $1"
+                " WHERE state = 'sending' AND lease_until <= $1",
                 to_us(now),
             )
 
@@ -636,7 +752,7 @@ class Storage:
                 await conn.execute(_INSERT_ATTEMPT, *_attempt_values(attempt))
             changed = await conn.execute(
                 "UPDATE delivery SET state = $2, attempts = $3, next_attempt_at = $4,"
-                " lease_until = NULL, leased_by = NULL, updated_at = $5"
+                " lease_until = NULL, leased_by = NULL, updated_at = $5, paced = FALSE"
                 " WHERE id = $1 AND state = 'sending' AND leased_by = $6",
                 delivery.id,
                 delivery.state.value,
@@ -785,6 +901,25 @@ def _state_condition(status: int | None, args: list[Any]) -> str:
     return f" AND d.state = ${len(args)}"
 
 
+def _new_delivery(msg: Message, endpoint_id: str, trigger: Trigger, now: datetime) -> Delivery:
+    """A pending delivery of ``msg`` to ``endpoint_id``, due ``now``."""
+    return Delivery(
+        id=new_id("dlv"),
+        org_id=msg.org_id,
+        app_id=msg.app_id,
+        msg_id=msg.id,
+        endpoint_id=endpoint_id,
+        state=DeliveryState.PENDING,
+        attempts=0,
+        trigger=trigger,
+        next_attempt_at=now,
+        lease_until=None,
+        leased_by=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def _delivery_values(d: Delivery) -> tuple[Any, ...]:
     return (
         d.id,
@@ -853,6 +988,7 @@ def _event_type_values(et: EventType) -> tuple[Any, ...]:
         et.deprecated,
         et.feature_flag,
         dump_opt(et.schemas),
+        dump_opt(et.retry_schedule),
         to_us(et.created_at),
         to_us(et.updated_at),
     )

@@ -1,0 +1,73 @@
+"""Pacing (pure): which due deliveries one claim may start now, and when the others may.
+
+Two limits keep one endpoint from hurting the rest, across every worker (the inputs are read
+in the claim transaction):
+
+- at most ``cap`` deliveries in flight per endpoint: the surplus is put back ``busy_delay``
+  later, so it stops sitting at the head of the queue in front of other endpoints;
+- at most ``rate`` starts per second for an endpoint with a ``throttleRate``: starts are spaced
+  ``1/rate`` apart. A delivery that must wait is given the next free slot (``paced``), and the
+  endpoint's ``next_send_at`` moves past it, so waiting deliveries never compete for a slot
+  twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A due pending delivery; ``paced`` when its time is a slot already reserved for it."""
+
+    delivery_id: str
+    endpoint_id: str
+    paced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLoad:
+    in_flight: int = 0
+    rate: int | None = None  # starts per second (Svix throttleRate)
+    next_send_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class ClaimPlan:
+    start: list[str] = field(default_factory=list)
+    #: delivery id -> (new next_attempt_at, paced)
+    defer: dict[str, tuple[datetime, bool]] = field(default_factory=dict)
+    #: endpoint id -> its new next_send_at
+    next_send_at: dict[str, datetime] = field(default_factory=dict)
+
+
+def plan_claim(
+    due: Sequence[Due],
+    loads: Mapping[str, EndpointLoad],
+    now: datetime,
+    limit: int,
+    cap: int,
+    busy_delay: timedelta,
+) -> ClaimPlan:
+    """Go through ``due`` in queue order and decide, for at most ``limit`` starts, what starts
+    now and what waits until when. Deliveries past the limit are left as they are."""
+    plan = ClaimPlan()
+    running = {ep: load.in_flight for ep, load in loads.items()}
+    for item in due:
+        if len(plan.start) >= limit:
+            break
+        load = loads.get(item.endpoint_id, EndpointLoad())
+        if running.get(item.endpoint_id, 0) >= cap:
+            plan.defer[item.delivery_id] = (now + busy_delay, False)
+            continue
+        if load.rate and not item.paced:
+            slot = max(plan.next_send_at.get(item.endpoint_id, load.next_send_at or now), now)
+            plan.next_send_at[item.endpoint_id] = slot + timedelta(seconds=1 / load.rate)
+            if slot > now:
+                plan.defer[item.delivery_id] = (slot, True)
+                continue
+        plan.start.append(item.delivery_id)
+        running[item.endpoint_id] = running.get(item.endpoint_id, 0) + 1
+    return plan
