@@ -1,0 +1,517 @@
+"""Storage verbs for the queue: messages (the outbox), deliveries (claims, leases, pacing)
+and attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from homing.core.filters import wants
+from homing.core.models import (
+    STATUS_OF_STATE,
+    Attempt,
+    Delivery,
+    DeliveryState,
+    Endpoint,
+    Message,
+    Trigger,
+)
+from homing.core.pacing import Due, EndpointLoad, plan_claim
+from homing.errors import ConflictError, NotFoundError
+from homing.ids import new_id
+from homing.storage import rows
+from homing.storage.base import (
+    AttemptFilter,
+    Connection,
+    MessageFilter,
+    Page,
+    PageRequest,
+)
+from homing.storage.rows import dump, dump_opt, opt_to_us, to_us
+from homing.storage.sqlbase import SqlBase
+
+DEFAULT_ENDPOINT_CAP = 16
+BUSY_DELAY = timedelta(seconds=1)
+REPLAY_BATCH = 1000
+CLAIM_WINDOW = 4  # due rows looked at per delivery claimed, so a busy endpoint's surplus
+# can be set aside without starving the endpoints queued behind it
+
+
+class Queue(SqlBase):
+    # -- messages (the outbox) ---------------------------------------------------------------
+
+    async def create_message(
+        self, msg: Message, only_endpoint: str | None = None
+    ) -> list[Delivery]:
+        """Store ``msg`` and one pending delivery per endpoint that wants it, atomically
+        (with ``only_endpoint``: for that endpoint alone, whatever its filters).
+
+        Raises ``ConflictError`` when the application already has a message with its eventId.
+        """
+        now = msg.created_at
+        async with self.db.transaction() as conn:
+            changed = await conn.execute(
+                "INSERT INTO message (id, org_id, app_id, event_type, event_id, payload, channels,"
+                " tags, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                " ON CONFLICT DO NOTHING",
+                msg.id,
+                msg.org_id,
+                msg.app_id,
+                msg.event_type,
+                msg.event_id,
+                msg.payload,
+                dump_opt(msg.channels),
+                dump_opt(msg.tags),
+                to_us(now),
+            )
+            if changed != 1:
+                raise ConflictError("A message with this eventId already exists.")
+            found = await conn.fetch(
+                "SELECT * FROM endpoint WHERE app_id = $1 AND disabled = FALSE", msg.app_id
+            )
+            candidates = map(rows.endpoint, found)
+            if only_endpoint is not None:
+                targets = [e for e in candidates if e.id == only_endpoint]
+            else:
+                targets = [e for e in candidates if wants(e, msg.event_type, msg.channels)]
+            deliveries = [_new_delivery(msg, e.id, Trigger.SCHEDULED, now) for e in targets]
+            if deliveries:
+                await conn.executemany(_INSERT_DELIVERY, [_delivery_values(d) for d in deliveries])
+        if deliveries:
+            await self.db.notify()
+        return deliveries
+
+    async def get_message(self, app_id: str, msg_ref: str) -> Message:
+        """The message with this id, or with this eventId, in the application."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM message WHERE app_id = $1 AND (id = $2 OR event_id = $2)"
+                " ORDER BY (id = $2) DESC LIMIT 1",
+                app_id,
+                msg_ref,
+            )
+        if row is None:
+            raise NotFoundError("Message not found.")
+        return rows.message(row)
+
+    def _message_conditions(self, flt: MessageFilter, args: list[Any], alias: str) -> str:
+        sql = ""
+        if flt.event_types:
+            marks = []
+            for name in flt.event_types:
+                args.append(name)
+                marks.append(f"${len(args)}")
+            sql += f" AND {alias}event_type IN ({', '.join(marks)})"
+        for column, value in ((f"{alias}channels", flt.channel), (f"{alias}tags", flt.tag)):
+            if value is not None:
+                # values are restricted to [a-zA-Z0-9-_.:] so a quoted search is exact
+                args.append(dump(value))
+                sql += f" AND {self.db.find_function}({column}, ${len(args)}) > 0"
+        if flt.before is not None:
+            args.append(to_us(flt.before))
+            sql += f" AND {alias}created_at < ${len(args)}"
+        if flt.after is not None:
+            args.append(to_us(flt.after))
+            sql += f" AND {alias}created_at > ${len(args)}"
+        return sql
+
+    async def list_messages(
+        self, app_id: str, flt: MessageFilter, req: PageRequest
+    ) -> Page[Message]:
+        args: list[Any] = [app_id]
+        sql = "SELECT * FROM message WHERE app_id = $1" + self._message_conditions(flt, args, "")
+        async with self.db.connection() as conn:
+            return await self._page(conn, sql, args, req, rows.message)
+
+    async def list_endpoint_messages(
+        self, endpoint_id: str, flt: MessageFilter, status: int | None, req: PageRequest
+    ) -> Page[tuple[Message, Delivery]]:
+        """Messages sent (or to be sent) to one endpoint, with their delivery."""
+        args: list[Any] = [endpoint_id]
+        sql = (
+            "SELECT m.*, " + _DELIVERY_AS_D + " FROM message m JOIN delivery d"
+            " ON d.msg_id = m.id WHERE d.endpoint_id = $1"
+        ) + self._message_conditions(flt, args, "m.")
+        sql += _state_condition(status, args)
+        async with self.db.connection() as conn:
+            return await self._page(
+                conn,
+                sql,
+                args,
+                req,
+                lambda r: (rows.message(r), rows.delivery(r, "d_")),
+                key="m.id",
+            )
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    async def list_destinations(
+        self, msg_id: str, req: PageRequest
+    ) -> Page[tuple[Endpoint, Delivery]]:
+        """The endpoints a message goes to, each with its delivery."""
+        sql = (
+            "SELECT e.*, " + _DELIVERY_AS_D + " FROM endpoint e JOIN delivery d"
+            " ON d.endpoint_id = e.id WHERE d.msg_id = $1"
+        )
+        async with self.db.connection() as conn:
+            return await self._page(
+                conn,
+                sql,
+                [msg_id],
+                req,
+                lambda r: (rows.endpoint(r), rows.delivery(r, "d_")),
+                key="e.id",
+            )
+
+    async def get_delivery(self, msg_id: str, endpoint_id: str) -> Delivery | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM delivery WHERE msg_id = $1 AND endpoint_id = $2",
+                msg_id,
+                endpoint_id,
+            )
+        return None if row is None else rows.delivery(row)
+
+    async def resend(self, msg: Message, endpoint: Endpoint, now: datetime) -> Delivery:
+        """Queue ``msg`` for ``endpoint`` again now, as a manual try with a fresh schedule."""
+        fresh = _new_delivery(msg, endpoint.id, Trigger.MANUAL, now)
+        async with self.db.transaction() as conn:
+            changed = await conn.execute(
+                "UPDATE delivery SET state = 'pending', attempts = 0, trigger = $3, paced = FALSE,"
+                " next_attempt_at = $4, lease_until = NULL, leased_by = NULL, updated_at = $4"
+                " WHERE msg_id = $1 AND endpoint_id = $2 AND state <> 'sending'",
+                msg.id,
+                endpoint.id,
+                int(Trigger.MANUAL),
+                to_us(now),
+            )
+            if changed == 0:  # no delivery yet (endpoint added later), or one in flight
+                await conn.execute(
+                    _INSERT_DELIVERY + " ON CONFLICT DO NOTHING", *_delivery_values(fresh)
+                )
+            row = await conn.fetchrow(
+                "SELECT * FROM delivery WHERE msg_id = $1 AND endpoint_id = $2", msg.id, endpoint.id
+            )
+        await self.db.notify()
+        return rows.delivery(row) if row is not None else fresh
+
+    async def replay_missing(
+        self, endpoint: Endpoint, since: datetime, until: datetime | None, now: datetime
+    ) -> int:
+        """Queue for ``endpoint`` every message of its application made in [since, until) that
+        it wants (filters) but has no delivery of, e.g. because it was added or disabled at
+        the time. Works in batches; returns how many deliveries were made."""
+        made = 0
+        cursor = ""
+        while True:
+            args: list[Any] = [endpoint.app_id, to_us(since), endpoint.id, cursor, REPLAY_BATCH]
+            sql = (
+                "SELECT m.* FROM message m WHERE m.app_id = $1 AND m.created_at >= $2"
+                " AND m.id > $4 AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.msg_id = m.id"
+                " AND d.endpoint_id = $3)"
+            )
+            if until is not None:
+                args.append(to_us(until))
+                sql += f" AND m.created_at < ${len(args)}"
+            async with self.db.transaction() as conn:
+                found = [
+                    rows.message(r)
+                    for r in await conn.fetch(sql + " ORDER BY m.id LIMIT $5", *args)
+                ]
+                fresh = [
+                    _new_delivery(m, endpoint.id, Trigger.MANUAL, now)
+                    for m in found
+                    if wants(endpoint, m.event_type, m.channels)
+                ]
+                if fresh:
+                    await conn.executemany(
+                        _INSERT_DELIVERY + " ON CONFLICT DO NOTHING",
+                        [_delivery_values(d) for d in fresh],
+                    )
+            made += len(fresh)
+            if len(found) < REPLAY_BATCH:
+                break
+            cursor = found[-1].id
+        if made:
+            await self.db.notify()
+        return made
+
+    async def recover(
+        self, endpoint_id: str, since: datetime, until: datetime | None, now: datetime
+    ) -> int:
+        """Queue every failed delivery of the endpoint made in [since, until) again."""
+        args: list[Any] = [endpoint_id, to_us(since), to_us(now), int(Trigger.MANUAL)]
+        sql = (
+            "UPDATE delivery SET state = 'pending', attempts = 0, trigger = $4, paced = FALSE,"
+            " next_attempt_at = $3, updated_at = $3 WHERE endpoint_id = $1 AND state = 'failed'"
+            " AND created_at >= $2"
+        )
+        if until is not None:
+            args.append(to_us(until))
+            sql += f" AND created_at < ${len(args)}"
+        async with self.db.transaction() as conn:
+            changed = await conn.execute(sql, *args)
+        if changed:
+            await self.db.notify()
+        return changed
+
+    async def claim_due(
+        self,
+        now: datetime,
+        limit: int,
+        worker: str,
+        lease: timedelta,
+        cap: int = DEFAULT_ENDPOINT_CAP,
+        busy_delay: timedelta = BUSY_DELAY,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``, keeping
+        each endpoint under ``cap`` in flight and under its throttleRate (see core.pacing):
+        what may not start yet is rescheduled in the same transaction."""
+        async with self.db.transaction() as conn:
+            found = await conn.fetch(
+                "SELECT id, endpoint_id, paced FROM delivery WHERE state = 'pending'"
+                " AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"
+                + self.db.lock_clause,
+                to_us(now),
+                limit * CLAIM_WINDOW,
+            )
+            if not found:
+                return []
+            due = [Due(r["id"], r["endpoint_id"], bool(r["paced"])) for r in found]
+            loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}))
+            plan = plan_claim(due, loads, now, limit, cap, busy_delay)
+            if plan.defer:
+                await conn.executemany(
+                    "UPDATE delivery SET next_attempt_at = $2, paced = $3, updated_at = $4"
+                    " WHERE id = $1",
+                    [(i, to_us(at), paced, to_us(now)) for i, (at, paced) in plan.defer.items()],
+                )
+            if plan.next_send_at:
+                await conn.executemany(
+                    "UPDATE endpoint SET next_send_at = $2 WHERE id = $1",
+                    [(ep, to_us(at)) for ep, at in plan.next_send_at.items()],
+                )
+            if not plan.start:
+                return []
+            marks = ", ".join(f"${i}" for i in range(5, len(plan.start) + 5))
+            started = await conn.fetch(
+                "UPDATE delivery SET state = 'sending', lease_until = $1, leased_by = $2,"
+                f" updated_at = $3, paced = $4 WHERE id IN ({marks}) RETURNING *",
+                to_us(now + lease),
+                worker,
+                to_us(now),
+                False,
+                *plan.start,
+            )
+        return [rows.delivery(r) for r in started]
+
+    async def _endpoint_loads(
+        self, conn: Connection, endpoint_ids: Sequence[str]
+    ) -> dict[str, EndpointLoad]:
+        """In-flight counts and throttle state of these endpoints, their rows locked (in id
+        order, so concurrent claimers never deadlock) until the claim commits."""
+        marks = ", ".join(f"${i}" for i in range(1, len(endpoint_ids) + 1))
+        paces = await conn.fetch(
+            f"SELECT id, rate_limit, next_send_at FROM endpoint WHERE id IN ({marks})"
+            " ORDER BY id" + self.db.row_lock,
+            *endpoint_ids,
+        )
+        running = await conn.fetch(
+            "SELECT endpoint_id, COUNT(*) AS n FROM delivery WHERE state = 'sending'"
+            f" AND endpoint_id IN ({marks}) GROUP BY endpoint_id",
+            *endpoint_ids,
+        )
+        in_flight = {r["endpoint_id"]: int(r["n"]) for r in running}
+        return {
+            r["id"]: EndpointLoad(
+                in_flight=in_flight.get(r["id"], 0),
+                rate=r["rate_limit"],
+                next_send_at=rows.opt_from_us(r["next_send_at"]),
+            )
+            for r in paces
+        }
+
+    async def reclaim_expired(self, now: datetime) -> int:
+        """Make deliveries whose lease ran out (their worker died) pending again."""
+        async with self.db.transaction() as conn:
+            return await conn.execute(
+                "UPDATE delivery SET state = 'pending', next_attempt_at = $1, lease_until = NULL,"
+                " paced = FALSE, leased_by = NULL, updated_at = $1"
+                " WHERE state = 'sending' AND lease_until <= $1",
+                to_us(now),
+            )
+
+    async def record_attempt(self, attempt: Attempt | None, delivery: Delivery) -> bool:
+        """Store ``attempt`` and move ``delivery`` to its new state, if its lease still holds.
+
+        The attempt is stored either way (the request really was made); when the lease was
+        lost (another worker owns the delivery now) the delivery is left alone and this
+        returns False.
+        """
+        async with self.db.transaction() as conn:
+            if attempt is not None:
+                await conn.execute(_INSERT_ATTEMPT, *_attempt_values(attempt))
+            changed = await conn.execute(
+                "UPDATE delivery SET state = $2, attempts = $3, next_attempt_at = $4,"
+                " lease_until = NULL, leased_by = NULL, updated_at = $5, paced = FALSE"
+                " WHERE id = $1 AND state = 'sending' AND leased_by = $6",
+                delivery.id,
+                delivery.state.value,
+                delivery.attempts,
+                opt_to_us(delivery.next_attempt_at),
+                to_us(delivery.updated_at),
+                delivery.leased_by,
+            )
+        return changed == 1
+
+    # -- attempts ----------------------------------------------------------------------------
+
+    async def get_attempt(self, msg_id: str, attempt_id: str) -> Attempt:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM attempt WHERE msg_id = $1 AND id = $2", msg_id, attempt_id
+            )
+        if row is None:
+            raise NotFoundError("Message attempt not found.")
+        return rows.attempt(row)
+
+    async def list_attempts(
+        self, column: str, value: str, flt: AttemptFilter, req: PageRequest
+    ) -> Page[Attempt]:
+        """Attempts whose ``column`` (``msg_id`` or ``endpoint_id``) is ``value``, newest first."""
+        if column not in ("msg_id", "endpoint_id"):
+            raise ValueError(column)
+        args: list[Any] = [value]
+        sql = f"SELECT a.* FROM attempt a WHERE a.{column} = $1"
+        if flt.status is not None:
+            args.append(flt.status)
+            sql += f" AND a.status = ${len(args)}"
+        if flt.status_code_class is not None:
+            low = flt.status_code_class
+            args.extend([low, low + 100 if low else 100])
+            sql += (
+                f" AND a.response_status >= ${len(args) - 1} AND a.response_status < ${len(args)}"
+            )
+        if flt.endpoint_id is not None:
+            args.append(flt.endpoint_id)
+            sql += f" AND a.endpoint_id = ${len(args)}"
+        if flt.event_types or flt.channel:
+            inner = self._message_conditions(
+                MessageFilter(event_types=flt.event_types, channel=flt.channel), args, "m."
+            )
+            sql += f" AND EXISTS (SELECT 1 FROM message m WHERE m.id = a.msg_id{inner})"
+        if flt.before is not None:
+            args.append(to_us(flt.before))
+            sql += f" AND a.created_at < ${len(args)}"
+        if flt.after is not None:
+            args.append(to_us(flt.after))
+            sql += f" AND a.created_at > ${len(args)}"
+        async with self.db.connection() as conn:
+            return await self._page(
+                conn, sql, args, replace(req, descending=True), rows.attempt, key="a.id"
+            )
+
+    async def expunge_message(self, msg_id: str) -> None:
+        """Forget a message's payload (it becomes ``{}``); its history stays."""
+        async with self.db.transaction() as conn:
+            await conn.execute("UPDATE message SET payload = '{}' WHERE id = $1", msg_id)
+
+    async def expunge_attempt(self, attempt_id: str) -> None:
+        """Forget the response body an attempt recorded."""
+        async with self.db.transaction() as conn:
+            await conn.execute("UPDATE attempt SET response_body = '' WHERE id = $1", attempt_id)
+
+    async def get_messages(self, ids: Sequence[str]) -> dict[str, Message]:
+        if not ids:
+            return {}
+        marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
+        async with self.db.connection() as conn:
+            found = await conn.fetch(f"SELECT * FROM message WHERE id IN ({marks})", *ids)
+        return {r["id"]: rows.message(r) for r in found}
+
+
+_DELIVERY_COLUMNS = (
+    "id, org_id, app_id, msg_id, endpoint_id, state, attempts, trigger, next_attempt_at,"
+    " lease_until, leased_by, created_at, updated_at"
+)
+_DELIVERY_AS_D = ", ".join(f"d.{c.strip()} AS d_{c.strip()}" for c in _DELIVERY_COLUMNS.split(","))
+_INSERT_DELIVERY = (
+    f"INSERT INTO delivery ({_DELIVERY_COLUMNS})\n"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)\n"
+)
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempt (id, org_id, app_id, msg_id, endpoint_id, delivery_id, url, status,"
+    " response_status, response_body, request_headers, failure_class, failure_message,"
+    " duration_ms, trigger, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+    " $12, $13, $14, $15, $16)"
+)
+
+
+def _state_condition(status: int | None, args: list[Any]) -> str:
+    if status is None:
+        return ""
+    states = [s.value for s, st in STATUS_OF_STATE.items() if int(st) == status]
+    if not states:
+        return " AND FALSE"
+    args.append(states[0])
+    return f" AND d.state = ${len(args)}"
+
+
+def _new_delivery(msg: Message, endpoint_id: str, trigger: Trigger, now: datetime) -> Delivery:
+    """A pending delivery of ``msg`` to ``endpoint_id``, due ``now``."""
+    return Delivery(
+        id=new_id("dlv"),
+        org_id=msg.org_id,
+        app_id=msg.app_id,
+        msg_id=msg.id,
+        endpoint_id=endpoint_id,
+        state=DeliveryState.PENDING,
+        attempts=0,
+        trigger=trigger,
+        next_attempt_at=now,
+        lease_until=None,
+        leased_by=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _delivery_values(d: Delivery) -> tuple[Any, ...]:
+    return (
+        d.id,
+        d.org_id,
+        d.app_id,
+        d.msg_id,
+        d.endpoint_id,
+        d.state.value,
+        d.attempts,
+        int(d.trigger),
+        opt_to_us(d.next_attempt_at),
+        opt_to_us(d.lease_until),
+        d.leased_by,
+        to_us(d.created_at),
+        to_us(d.updated_at),
+    )
+
+
+def _attempt_values(a: Attempt) -> tuple[Any, ...]:
+    return (
+        a.id,
+        a.org_id,
+        a.app_id,
+        a.msg_id,
+        a.endpoint_id,
+        a.delivery_id,
+        a.url,
+        int(a.status),
+        a.response_status,
+        a.response_body,
+        dump(a.request_headers),
+        a.failure_class,
+        a.failure_message,
+        a.duration_ms,
+        int(a.trigger),
+        to_us(a.created_at),
+    )
