@@ -50,6 +50,10 @@ class Settings:
     retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     retry_jitter: float = 0.2
     log_level: str = "info"
+    # API requests per second per token (bursts of twice that); 0 turns the limit off
+    api_rate_limit: float = 1000.0
+    # lifetime of application-portal tokens, seconds
+    portal_token_ttl: int = 7 * 24 * 3600
     # egress safety (see ssrf.py): extra CIDRs deliveries may reach, https-only, a CONNECT proxy
     allow_networks: str = ""
     https_only: bool = False

@@ -13,10 +13,7 @@ from homing.config import Settings
 SVIX_SPEC = Path(__file__).resolve().parents[3] / "shared" / "reference" / "svix-openapi.json"
 
 # Svix routes Homing does not serve (yet), each with the reason.
-NOT_SERVED = {
-    ("post", "/api/v1/auth/logout"): "dashboard sessions are not Svix-token based",
-    ("post", "/api/v1/auth/app-portal-access/{app_id}"): "the customer portal comes later",
-}
+NOT_SERVED: dict[tuple[str, str], str] = {}
 # Deliberate differences the official Python SDK needs (see docs/architecture.md).
 STATUS_OVERRIDES = {("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate"): "200"}
 METHODS = ("get", "post", "put", "patch", "delete")

@@ -6,15 +6,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Response
-from fastapi.responses import HTMLResponse
 
 from homing import __version__
-from homing.api import applications, attempts, endpoints, errors, event_types, messages
+from homing.api import applications, attempts, auth, endpoints, errors, event_types, messages
 from homing.api.deps import Services
+from homing.api.limits import RateLimiter
 from homing.api.middleware import BodyLimit, Idempotency
 from homing.config import Settings
 from homing.operational import Operational
 from homing.storage import Storage
+from homing.ui import routes as ui_routes
 
 
 def utc_now() -> datetime:
@@ -38,9 +39,10 @@ def create_app(
         storage=storage,
         clock=clock,
         operational=Operational(settings.operational_app, storage, clock),
+        limiter=RateLimiter(settings.api_rate_limit),
     )
     errors.install(app)
-    for module in (applications, endpoints, event_types, messages, attempts):
+    for module in (applications, endpoints, event_types, messages, attempts, auth):
         app.include_router(module.router)
 
     @app.get("/api/v1/health", status_code=204, tags=["Health"], operation_id="v1.health.get")
@@ -53,13 +55,7 @@ def create_app(
     async def ping() -> Response:
         return Response(status_code=204)
 
-    @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
-    async def dashboard() -> str:
-        return (
-            "<!doctype html><html><head><meta charset=utf-8><title>Homing</title></head>"
-            f"<body><h1>Homing {__version__}</h1><p>The dashboard is coming soon. The API is at "
-            "<a href='/docs'>/docs</a>.</p></body></html>"
-        )
+    app.include_router(ui_routes.router)
 
     app.add_middleware(Idempotency, storage=storage, clock=clock)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Query, Request
 
 from homing.api.errors import ApiError
+from homing.api.limits import RateLimiter
 from homing.config import Settings
 from homing.core.models import DEFAULT_ORG, Application
 from homing.operational import Operational
@@ -26,6 +27,7 @@ class Services:
     storage: Storage
     clock: Callable[[], datetime]
     operational: Operational
+    limiter: RateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +60,14 @@ async def caller(request: Request, svc: Svc) -> Caller:
     token = bearer(request)
     boot = svc.settings.bootstrap_token
     if boot is not None and hmac.compare_digest(token.encode(), boot.reveal().encode()):
-        return Caller(org_id=DEFAULT_ORG, app_id=None, token_id="bootstrap")
-    found = await svc.storage.find_token(token, svc.clock())
-    if found is None:
-        raise ApiError(401, "Invalid token.")
-    return Caller(org_id=found.org_id, app_id=found.app_id, token_id=found.id)
+        who = Caller(org_id=DEFAULT_ORG, app_id=None, token_id="bootstrap")
+    else:
+        found = await svc.storage.find_token(token, svc.clock())
+        if found is None:
+            raise ApiError(401, "Invalid token.")
+        who = Caller(org_id=found.org_id, app_id=found.app_id, token_id=found.id)
+    svc.limiter.check(who.token_id)
+    return who
 
 
 async def org_caller(who: Annotated[Caller, Depends(caller)]) -> Caller:

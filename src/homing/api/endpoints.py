@@ -38,6 +38,7 @@ from homing.errors import NotFoundError
 from homing.ids import new_id
 from homing.operational import endpoint_data
 from homing.signing import generate_secret
+from homing.ssrf import check_endpoint_url
 
 router = APIRouter(prefix="/api/v1/app/{app_id}/endpoint", tags=["Endpoint"])
 
@@ -117,7 +118,17 @@ def _normalise(types: list[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(types)) if types else None
 
 
+def check_https_only(svc: Svc, url: str) -> None:
+    """Refuse (422 on ``body.url``) a plain-http URL when the installation is https-only."""
+    if svc.settings.https_only:
+        try:
+            check_endpoint_url(url, https_only=True)
+        except ValueError as exc:
+            raise InvalidInput(["body", "url"], str(exc)) from exc
+
+
 def new_endpoint(svc: Svc, app: Application, body: EndpointIn, uid: str | None) -> Endpoint:
+    check_https_only(svc, body.url)
     now = svc.clock()
     headers = {k: v for k, v in check_headers(dict(body.headers or {})).items() if v is not None}
     return Endpoint(
@@ -171,6 +182,7 @@ async def update_endpoint(
         await svc.storage.create_endpoint(fresh)
         await announce(svc, app, "endpoint.created", fresh)
         return endpoint_out(fresh)
+    check_https_only(svc, body.url)
     updated = replace(
         ep,
         url=body.url,
@@ -191,6 +203,8 @@ async def update_endpoint(
 @router.patch("/{endpoint_id}", operation_id="v1.endpoint.patch")
 async def patch_endpoint(app: App, ep: Ep, body: EndpointPatch, svc: Svc) -> EndpointOut:
     given = body.model_fields_set
+    if body.url is not None:
+        check_https_only(svc, body.url)
     changes: dict[str, object] = {"updated_at": svc.clock()}
     for field, attr in (
         ("url", "url"),

@@ -9,21 +9,25 @@ Guarantees, whatever the receiver does:
   decompressed (``auto_decompress=False``), so a huge or zip-bomb answer costs 64 KiB;
 - request headers are stored redacted (``signing.redact_headers``).
 
-The transport is injectable: pass a ready ``aiohttp.ClientSession`` (tests, custom setups) or a
-``connector_factory``. The connector factory is where the SSRF guard plugs in: build the
-``TCPConnector`` with a resolver that drops forbidden addresses and raises
-``BlockedAddressError`` when none is left, so that the address checked is the address
-connected to. Note that aiohttp does not call the resolver for a literal IP host, so the guard
-must check those too (e.g. a connector subclass); an error it raises that is, or is caused by,
-a ``BlockedAddressError`` is reported as the failure class ``blocked``.
+Egress safety (``homing.ssrf``): by default the connector is guarded, so every connection goes
+to an address the policy allowed (``settings.allow_networks`` re-allows networks), literal IPs
+included; a refusal is the failure class ``blocked`` with a message saying how to allow it.
+With ``settings.proxy`` every request goes through that HTTP proxy, and the target is resolved
+and checked *here* first and the request addressed to the checked IP (``Host`` and TLS name keep
+the original host), so the proxy never resolves, and cannot rebind, the name itself.
+
+The transport is injectable: pass a ready ``aiohttp.ClientSession`` or a ``connector_factory``
+(either replaces the connect-time guard: build it with ``ssrf.build_connector``), or just a
+``resolver`` that answers names for the guard (tests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -31,6 +35,7 @@ from types import TracebackType
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from homing import __version__
 from homing.config import Settings
@@ -38,6 +43,30 @@ from homing.core.keys import live_keys
 from homing.core.models import Endpoint, Message
 from homing.core.states import FailureClass, Outcome
 from homing.signing import redact_headers, signature_header
+from homing.ssrf import (
+    BlockedAddressError,
+    GuardedConnector,
+    GuardedResolver,
+    Network,
+    build_connector,
+    parse_networks,
+    proxy_endpoint,
+)
+
+__all__ = [
+    "RESPONSE_BODY_LIMIT",
+    "USER_AGENT",
+    "BlockedAddressError",
+    "ConnectorFactory",
+    "Proxy",
+    "Request",
+    "Sender",
+    "build_request",
+    "classify",
+    "default_connector",
+    "describe",
+    "parse_retry_after",
+]
 
 RESPONSE_BODY_LIMIT = 64 * 1024
 USER_AGENT = f"Homing/{__version__}"
@@ -62,10 +91,6 @@ _RESERVED = frozenset(
 )
 
 ConnectorFactory = Callable[[], aiohttp.BaseConnector]
-
-
-class BlockedAddressError(OSError):
-    """The destination resolves only to addresses that deliveries may not reach."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +125,33 @@ def build_request(message: Message, endpoint: Endpoint, now: datetime) -> Reques
     return Request(url=endpoint.url, body=body, headers=headers)
 
 
-def default_connector(resolver: AbstractResolver | None = None) -> aiohttp.TCPConnector:
-    """A pooled TCP connector; ``resolver`` is the seam for the SSRF guard (module docstring)."""
-    return aiohttp.TCPConnector(resolver=resolver)
+def default_connector(
+    resolver: AbstractResolver | None = None, allow: Sequence[Network] = ()
+) -> aiohttp.TCPConnector:
+    """A pooled TCP connector behind the SSRF guard: only globally routable addresses and the
+    ``allow`` networks are reached. ``resolver`` answers names (aiohttp's threaded one if None)."""
+    return GuardedConnector(GuardedResolver(allow, resolver))
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """The egress proxy: its URL without credentials, and the credentials apart."""
+
+    url: URL
+    auth: aiohttp.BasicAuth | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Proxy | None:
+        """``settings.proxy`` parsed, or None; raises ``ConfigError`` when it is not usable."""
+        if settings.proxy is None:
+            return None
+        text = settings.proxy.reveal()
+        host, port = proxy_endpoint(text)
+        url = URL(text)
+        auth = None
+        if url.user is not None:  # yarl gives them percent-decoded
+            auth = aiohttp.BasicAuth(url.user, url.password or "")
+        return cls(URL.build(scheme="http", host=host, port=port, encoded=True), auth)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -141,14 +190,17 @@ def classify(exc: BaseException) -> FailureClass:
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return _cause(exc, kind) is not None
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` in its chain (``__cause__`` / ``os_error``)."""
     seen: BaseException | None = exc
     for _ in range(8):  # a short walk: exception chains are shallow, and may be cyclic
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
+        if seen is None or isinstance(seen, kind):
+            return seen
         seen = seen.__cause__ or getattr(seen, "os_error", None)
-    return False
+    return None
 
 
 def describe(exc: BaseException, timeout: float) -> str:
@@ -157,6 +209,9 @@ def describe(exc: BaseException, timeout: float) -> str:
         return f"no complete response within {timeout:g} s"
     if isinstance(exc, aiohttp.InvalidURL):
         return "invalid URL"
+    blocked = _cause(exc, BlockedAddressError)
+    if blocked is not None:  # its own text says why and how to allow the address
+        return str(blocked)[:_MESSAGE_LIMIT]
     if isinstance(exc, aiohttp.ClientResponseError):  # its str() carries the URL
         return f"{type(exc).__name__}: {exc.message}"[:_MESSAGE_LIMIT]
     return f"{type(exc).__name__}: {exc}"[:_MESSAGE_LIMIT]
@@ -198,13 +253,18 @@ class Sender:
         settings: Settings,
         *,
         session: aiohttp.ClientSession | None = None,
-        connector_factory: ConnectorFactory = default_connector,
+        connector_factory: ConnectorFactory | None = None,
+        resolver: AbstractResolver | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """Raises ``ConfigError`` for unusable ``allow_networks`` or ``proxy`` settings."""
         self._timeout = settings.request_timeout
         self._session = session
         self._owns_session = session is None
-        self._connector_factory = connector_factory
+        self._connector_factory = connector_factory or (lambda: build_connector(settings, resolver))
+        self._proxy = Proxy.from_settings(settings)
+        # checks targets before they are handed to the proxy (the connector only sees the proxy)
+        self._target_guard = GuardedResolver(parse_networks(settings.allow_networks), resolver)
         self._clock = clock or (lambda: datetime.now(UTC))
 
     async def __aenter__(self) -> Sender:
@@ -223,6 +283,7 @@ class Sender:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+        await self._target_guard.close()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -265,13 +326,40 @@ class Sender:
         )
 
     async def _post(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
+        url: str | URL = request.url
+        headers, tls_name = request.headers, None
+        proxy_url, proxy_auth = None, None
+        if self._proxy is not None:
+            url, headers, tls_name = await self._pinned(request)
+            proxy_url, proxy_auth = self._proxy.url, self._proxy.auth
         async with self._client().post(
-            request.url, data=request.body, headers=request.headers, allow_redirects=False
+            url,
+            data=request.body,
+            headers=headers,
+            allow_redirects=False,
+            proxy=proxy_url,
+            proxy_auth=proxy_auth,
+            server_hostname=tls_name,
         ) as response:
             # leaving the block with the body unread closes the connection instead of
             # draining it, so an endless body costs no more than the bytes read here
             body = await _read_capped(response.content, RESPONSE_BODY_LIMIT)
             return response.status, body, response.headers
+
+    async def _pinned(self, request: Request) -> tuple[URL, dict[str, str], str | None]:
+        """The request addressed to a checked IP of its host: URL, headers with the original
+        ``Host``, and the name TLS must verify (https only). Raises ``BlockedAddressError``."""
+        try:
+            url = URL(request.url)
+        except ValueError as exc:
+            raise aiohttp.InvalidURL(request.url) from exc
+        if url.raw_host is None or url.port is None or url.scheme not in ("http", "https"):
+            raise aiohttp.InvalidURL(request.url)
+        answers = await self._target_guard.resolve(url.raw_host, url.port, socket.AF_UNSPEC)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        headers["Host"] = url.host_port_subcomponent or url.raw_host
+        tls_name = url.raw_host.rstrip(".") if url.scheme == "https" else None
+        return url.with_host(answers[0]["host"]), headers, tls_name
 
 
 def _ms_since(started: float) -> int:
