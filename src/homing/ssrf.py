@@ -251,14 +251,18 @@ def check_endpoint_url(url: str, https_only: bool = False) -> str:
         raise ValueError("must be an https:// URL (this installation sets HOMING_HTTPS_ONLY)")
     if not parts.hostname or port == 0:
         raise ValueError("must have a host (and a port from 1 to 65535)")
-    host = _check_host(parts.netloc, parts.hostname)
-    try:
-        client_host = URL(url).raw_host
-    except ValueError as exc:
-        raise ValueError("is not a URL the HTTP client accepts") from exc
-    if client_host != host:  # urllib and yarl disagree: refuse rather than guess
-        raise ValueError("is ambiguous: its host is read differently by the HTTP client")
+    if _client_host(url) != _check_host(parts.netloc, parts.hostname):
+        # urllib and the HTTP client (yarl) disagree: refuse rather than guess which is right
+        raise ValueError("is ambiguous: the HTTP client reads its host differently")
     return url
+
+
+def _client_host(url: str) -> str | None:
+    """The host aiohttp would connect to for ``url`` (None if it refuses the URL)."""
+    try:
+        return URL(url).raw_host
+    except ValueError:
+        return None
 
 
 # -- the connect-time guard --------------------------------------------------------------------

@@ -167,6 +167,7 @@ def settings(tmp_path: Path) -> Settings:
         request_timeout=2.0,
         retry_schedule=(0, 0),
         retry_jitter=0.0,
+        allow_networks="127.0.0.0/8",  # the receivers listen on loopback
     )
 
 

@@ -283,12 +283,13 @@ async def put_headers(ep: Ep, body: EndpointHeadersIn, svc: Svc) -> Response:
 
 @router.patch("/{endpoint_id}/headers", status_code=204, operation_id="v1.endpoint.patch-headers")
 async def patch_headers(ep: Ep, body: EndpointHeadersPatchIn, svc: Svc) -> Response:
-    """Merge headers; a null value removes that header."""
-    merged: dict[str, str] = dict(ep.headers)
+    """Merge headers; names in ``deleteHeaders`` or with a null value are removed."""
+    removed = {n.lower() for n in body.delete_headers or ()}
+    removed |= {n.lower() for n, v in body.headers.items() if v is None}
+    merged = {k: v for k, v in ep.headers.items() if k.lower() not in removed}
     for name, value in check_headers(body.headers).items():
-        if value is None:
+        if value is not None:
             merged = {k: v for k, v in merged.items() if k.lower() != name.lower()}
-        else:
             merged[name] = value
     await svc.storage.update_endpoint(replace(ep, headers=merged, updated_at=svc.clock()))
     return Response(status_code=204)

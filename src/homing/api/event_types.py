@@ -144,7 +144,10 @@ async def update_event_type(
     try:
         et = await svc.storage.get_event_type(who.org_id, event_type_name)
     except NotFoundError:
-        fresh = EventTypeIn(name=path_uid(event_type_name, "event_type_name"), **body.model_dump())
+        fresh = EventTypeIn(
+            name=path_uid(event_type_name, "event_type_name", may_look_like_id=True),
+            **body.model_dump(),
+        )
         response.status_code = 201
         return await create_event_type(fresh, who, svc)
     updated = replace(

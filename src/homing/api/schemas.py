@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from homing.api.errors import InvalidInput
+from homing.errors import NotFoundError
 from homing.ssrf import check_endpoint_url
 from homing.storage.base import Page
 
@@ -37,8 +38,15 @@ def clean_text(value: str) -> str:
     return value
 
 
-def path_uid(value: str, param: str) -> str:
-    """A uid taken from the URL path (PUT creates with it): same rules as a body uid."""
+ID_SHAPE = re.compile(r"^[a-z]+_[0-9A-Za-z]{27}$")
+
+
+def path_uid(value: str, param: str, may_look_like_id: bool = False) -> str:
+    """A uid taken from the URL path (PUT creates with it): same rules as a body uid. A value
+    shaped like a Homing id names an object that does not exist (here): 404, not a new object
+    whose uid looks like someone else's id."""
+    if not may_look_like_id and ID_SHAPE.match(value):
+        raise NotFoundError("Not found.")
     if not (len(value) <= 256 and re.fullmatch(NAME_PATTERN, value)):
         raise InvalidInput(["path", param], f"must match {NAME_PATTERN} (at most 256 characters)")
     return value
@@ -185,6 +193,8 @@ class EndpointHeadersIn(Schema):
 
 class EndpointHeadersPatchIn(Schema):
     headers: dict[str, str | None]
+    #: names to remove (what the Svix SDKs send; a null value in ``headers`` works too)
+    delete_headers: list[str] | None = None
 
 
 class EndpointHeadersOut(Schema):

@@ -28,7 +28,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -42,6 +42,7 @@ from homing.config import Settings
 from homing.core.keys import live_keys
 from homing.core.models import Endpoint, Message
 from homing.core.states import FailureClass, Outcome
+from homing.errors import ConfigError
 from homing.signing import redact_headers, signature_header
 from homing.ssrf import (
     BlockedAddressError,
@@ -135,10 +136,10 @@ def default_connector(
 
 @dataclass(frozen=True, slots=True)
 class Proxy:
-    """The egress proxy: its URL without credentials, and the credentials apart."""
+    """The egress proxy: its URL without credentials, and the headers that carry them."""
 
     url: URL
-    auth: aiohttp.BasicAuth | None
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Proxy | None:
@@ -148,10 +149,13 @@ class Proxy:
         text = settings.proxy.reveal()
         host, port = proxy_endpoint(text)
         url = URL(text)
-        auth = None
+        headers = {}
         if url.user is not None:  # yarl gives them percent-decoded
-            auth = aiohttp.BasicAuth(url.user, url.password or "")
-        return cls(URL.build(scheme="http", host=host, port=port, encoded=True), auth)
+            if ":" in url.user:
+                raise ConfigError("proxy: the user name must not contain ':' (Basic auth)")
+            credentials = aiohttp.encode_basic_auth(url.user, url.password or "")
+            headers["Proxy-Authorization"] = credentials
+        return cls(URL.build(scheme="http", host=host, port=port, encoded=True), headers)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -328,17 +332,17 @@ class Sender:
     async def _post(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
         url: str | URL = request.url
         headers, tls_name = request.headers, None
-        proxy_url, proxy_auth = None, None
+        proxy_url, proxy_headers = None, None
         if self._proxy is not None:
             url, headers, tls_name = await self._pinned(request)
-            proxy_url, proxy_auth = self._proxy.url, self._proxy.auth
+            proxy_url, proxy_headers = self._proxy.url, self._proxy.headers
         async with self._client().post(
             url,
             data=request.body,
             headers=headers,
             allow_redirects=False,
             proxy=proxy_url,
-            proxy_auth=proxy_auth,
+            proxy_headers=proxy_headers,
             server_hostname=tls_name,
         ) as response:
             # leaving the block with the body unread closes the connection instead of
@@ -356,9 +360,14 @@ class Sender:
         if url.raw_host is None or url.port is None or url.scheme not in ("http", "https"):
             raise aiohttp.InvalidURL(request.url)
         answers = await self._target_guard.resolve(url.raw_host, url.port, socket.AF_UNSPEC)
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        owned = {"host", "proxy-authorization"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in owned}
         headers["Host"] = url.host_port_subcomponent or url.raw_host
         tls_name = url.raw_host.rstrip(".") if url.scheme == "https" else None
+        if tls_name is None and self._proxy is not None:
+            # a plain-http request goes to the proxy as is (aiohttp sends ``proxy_headers``
+            # only with CONNECT), so it carries the proxy credentials itself
+            headers.update(self._proxy.headers)
         return url.with_host(answers[0]["host"]), headers, tls_name
 
 

@@ -275,7 +275,8 @@ class Worker:
         """Store the attempt and the delivery's next state; then endpoint health."""
         done_at = self._clock()
         policy = self._policy
-        if schedule := await self._schedules.get(message.org_id, message.event_type, done_at):
+        schedule = await self._schedules.get(message.org_id, message.event_type, done_at)
+        if schedule is not None:  # () is a schedule too: one try, no retries
             policy = replace(policy, schedule=schedule)
         next_at = next_attempt_at(policy, delivery.attempts + 1, outcome, done_at, self._rng)
         moved = transition(delivery, outcome, done_at, next_at)

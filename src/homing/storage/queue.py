@@ -18,7 +18,7 @@ from homing.core.models import (
     Message,
     Trigger,
 )
-from homing.core.pacing import Due, EndpointLoad, plan_claim
+from homing.core.pacing import ClaimPlan, Due, EndpointLoad, plan_claim
 from homing.errors import ConflictError, NotFoundError
 from homing.ids import new_id
 from homing.storage import rows
@@ -35,6 +35,7 @@ from homing.storage.sqlbase import SqlBase
 DEFAULT_ENDPOINT_CAP = 16
 BUSY_DELAY = timedelta(seconds=1)
 REPLAY_BATCH = 1000
+CLAIM_ROUNDS = 4  # windows read per claim at most
 CLAIM_WINDOW = 4  # due rows looked at per delivery claimed, so a busy endpoint's surplus
 # can be set aside without starving the endpoints queued behind it
 
@@ -268,44 +269,73 @@ class Queue(SqlBase):
     ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``, keeping
         each endpoint under ``cap`` in flight and under its throttleRate (see core.pacing):
-        what may not start yet is rescheduled in the same transaction."""
+        what may not start yet is rescheduled in the same transaction.
+
+        The queue is read a window at a time; an endpoint that had to wait is left out of the
+        next window, so a large backlog of one endpoint cannot hide the others behind it.
+        """
+        started: list[Delivery] = []
+        waiting: set[str] = set()
         async with self.db.transaction() as conn:
-            found = await conn.fetch(
-                "SELECT id, endpoint_id, paced FROM delivery WHERE state = 'pending'"
-                " AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"
-                + self.db.lock_clause,
-                to_us(now),
-                limit * CLAIM_WINDOW,
+            for _ in range(CLAIM_ROUNDS):
+                window = limit * CLAIM_WINDOW
+                due = await self._due(conn, now, window, sorted(waiting))
+                if not due:
+                    break
+                loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}))
+                plan = plan_claim(due, loads, now, limit - len(started), cap, busy_delay)
+                started += await self._apply(conn, plan, now, now + lease, worker)
+                waiting |= {d.endpoint_id for d in due if d.delivery_id in plan.defer}
+                if len(started) >= limit or len(due) < window:
+                    break
+        return started
+
+    async def _due(
+        self, conn: Connection, now: datetime, window: int, skip_endpoints: Sequence[str]
+    ) -> list[Due]:
+        """The next ``window`` due pending deliveries, locked, of endpoints not skipped."""
+        args: list[Any] = [to_us(now), window]
+        skip = ""
+        if skip_endpoints:
+            marks = ", ".join(f"${i}" for i in range(3, len(skip_endpoints) + 3))
+            args.extend(skip_endpoints)
+            skip = f" AND endpoint_id NOT IN ({marks})"
+        found = await conn.fetch(
+            "SELECT id, endpoint_id, paced FROM delivery WHERE state = 'pending'"
+            f" AND next_attempt_at <= $1{skip} ORDER BY next_attempt_at LIMIT $2"
+            + self.db.lock_clause,
+            *args,
+        )
+        return [Due(r["id"], r["endpoint_id"], bool(r["paced"])) for r in found]
+
+    async def _apply(
+        self, conn: Connection, plan: ClaimPlan, now: datetime, until: datetime, worker: str
+    ) -> list[Delivery]:
+        """Write a claim plan: reschedule what waits, pace endpoints, lease what starts."""
+        if plan.defer:
+            await conn.executemany(
+                "UPDATE delivery SET next_attempt_at = $2, paced = $3, updated_at = $4"
+                " WHERE id = $1",
+                [(i, to_us(at), paced, to_us(now)) for i, (at, paced) in plan.defer.items()],
             )
-            if not found:
-                return []
-            due = [Due(r["id"], r["endpoint_id"], bool(r["paced"])) for r in found]
-            loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}))
-            plan = plan_claim(due, loads, now, limit, cap, busy_delay)
-            if plan.defer:
-                await conn.executemany(
-                    "UPDATE delivery SET next_attempt_at = $2, paced = $3, updated_at = $4"
-                    " WHERE id = $1",
-                    [(i, to_us(at), paced, to_us(now)) for i, (at, paced) in plan.defer.items()],
-                )
-            if plan.next_send_at:
-                await conn.executemany(
-                    "UPDATE endpoint SET next_send_at = $2 WHERE id = $1",
-                    [(ep, to_us(at)) for ep, at in plan.next_send_at.items()],
-                )
-            if not plan.start:
-                return []
-            marks = ", ".join(f"${i}" for i in range(5, len(plan.start) + 5))
-            started = await conn.fetch(
-                "UPDATE delivery SET state = 'sending', lease_until = $1, leased_by = $2,"
-                f" updated_at = $3, paced = $4 WHERE id IN ({marks}) RETURNING *",
-                to_us(now + lease),
-                worker,
-                to_us(now),
-                False,
-                *plan.start,
+        if plan.next_send_at:
+            await conn.executemany(
+                "UPDATE endpoint SET next_send_at = $2 WHERE id = $1",
+                [(ep, to_us(at)) for ep, at in plan.next_send_at.items()],
             )
-        return [rows.delivery(r) for r in started]
+        if not plan.start:
+            return []
+        marks = ", ".join(f"${i}" for i in range(5, len(plan.start) + 5))
+        leased = await conn.fetch(
+            "UPDATE delivery SET state = 'sending', lease_until = $1, leased_by = $2,"
+            f" updated_at = $3, paced = $4 WHERE id IN ({marks}) RETURNING *",
+            to_us(until),
+            worker,
+            to_us(now),
+            False,
+            *plan.start,
+        )
+        return [rows.delivery(r) for r in leased]
 
     async def _endpoint_loads(
         self, conn: Connection, endpoint_ids: Sequence[str]
@@ -346,13 +376,12 @@ class Queue(SqlBase):
     async def record_attempt(self, attempt: Attempt | None, delivery: Delivery) -> bool:
         """Store ``attempt`` and move ``delivery`` to its new state, if its lease still holds.
 
-        The attempt is stored either way (the request really was made); when the lease was
-        lost (another worker owns the delivery now) the delivery is left alone and this
-        returns False.
+        When the lease was lost (another worker owns the delivery now) the attempt is still
+        stored, since the request really was made, but the delivery is left alone; when the
+        delivery is gone (its application or endpoint was deleted meanwhile) nothing is
+        stored. Both return False.
         """
         async with self.db.transaction() as conn:
-            if attempt is not None:
-                await conn.execute(_INSERT_ATTEMPT, *_attempt_values(attempt))
             changed = await conn.execute(
                 "UPDATE delivery SET state = $2, attempts = $3, next_attempt_at = $4,"
                 " lease_until = NULL, leased_by = NULL, updated_at = $5, paced = FALSE"
@@ -364,6 +393,11 @@ class Queue(SqlBase):
                 to_us(delivery.updated_at),
                 delivery.leased_by,
             )
+            if attempt is not None and (
+                changed == 1
+                or await conn.fetchrow("SELECT id FROM delivery WHERE id = $1", delivery.id)
+            ):
+                await conn.execute(_INSERT_ATTEMPT, *_attempt_values(attempt))
         return changed == 1
 
     # -- attempts ----------------------------------------------------------------------------
