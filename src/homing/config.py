@@ -163,6 +163,11 @@ def _validate(settings: Settings) -> Settings:
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level: use one of {', '.join(LOG_LEVELS)}")
     _validate_database_url(settings.database_url)
+    from homing import ssrf  # late: ssrf builds on Settings
+
+    ssrf.parse_networks(settings.allow_networks)  # raises ConfigError, naming the bad entry
+    if settings.proxy is not None:
+        ssrf.proxy_endpoint(settings.proxy.reveal())  # raises ConfigError
     return settings
 
 

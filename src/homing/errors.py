@@ -6,7 +6,10 @@ HomingError
  │    ├── NotFoundError      no such object (in this organisation)
  │    ├── ConflictError      a unique key is taken (uid, eventId, event type name)
  │    └── MigrationError     migrations could not be applied
- └── InvalidTransition      the delivery state machine was asked for a move it forbids
+ ├── InvalidTransition      the delivery state machine was asked for a move it forbids
+ ├── BlockedAddressError    (ssrf.py; also an OSError) a delivery target is not allowed
+ ├── InvalidSecretError     (signing.py) an endpoint secret cannot be used
+ └── SignatureError         (signing.py) a signature does not verify
 """
 
 from __future__ import annotations
