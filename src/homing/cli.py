@@ -17,6 +17,7 @@ from typing import Any
 from homing import __version__
 from homing.config import Settings, load_settings, redact_url
 from homing.core.models import DEFAULT_ORG
+from homing.crypto import SecretBox
 from homing.errors import HomingError
 from homing.storage import Storage, open_storage
 
@@ -66,7 +67,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _open(settings: Settings, migrate: bool) -> Storage:
-    storage = await open_storage(settings.database_url)
+    main = settings.main_secret
+    storage = await open_storage(settings.database_url, SecretBox(main.reveal()) if main else None)
     if migrate:
         applied = await storage.migrate()
         if applied:

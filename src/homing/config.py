@@ -58,6 +58,8 @@ class Settings:
     allow_networks: str = ""
     https_only: bool = False
     proxy: Secret | None = None
+    # encrypts endpoint secrets at rest (keep it: without it they cannot be read back)
+    main_secret: Secret | None = None
     # delivery: in flight per endpoint at most; a lease is request_timeout + lease_margin
     endpoint_concurrency: int = 16
     lease_margin: float = 30.0
@@ -145,6 +147,16 @@ def _validate_database_url(url: str) -> None:
         raise ConfigError("database_url: use sqlite:///PATH or postgresql://...")
 
 
+def _validate_egress(settings: Settings) -> None:
+    from homing import ssrf  # late: ssrf builds on Settings
+
+    ssrf.parse_networks(settings.allow_networks)  # raises ConfigError, naming the bad entry
+    if settings.proxy is not None:
+        ssrf.proxy_endpoint(settings.proxy.reveal())  # raises ConfigError
+    if settings.main_secret is not None and len(settings.main_secret.reveal()) < 16:
+        raise ConfigError("main_secret: use at least 16 characters (better: 32 random bytes)")
+
+
 def _validate(settings: Settings) -> Settings:
     if not (0 < settings.port < 65536):
         raise ConfigError(f"port: {settings.port} is not a TCP port")
@@ -163,11 +175,7 @@ def _validate(settings: Settings) -> Settings:
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level: use one of {', '.join(LOG_LEVELS)}")
     _validate_database_url(settings.database_url)
-    from homing import ssrf  # late: ssrf builds on Settings
-
-    ssrf.parse_networks(settings.allow_networks)  # raises ConfigError, naming the bad entry
-    if settings.proxy is not None:
-        ssrf.proxy_endpoint(settings.proxy.reveal())  # raises ConfigError
+    _validate_egress(settings)
     return settings
 
 

@@ -78,6 +78,7 @@ def endpoint_out(ep: Endpoint) -> EndpointOut:
         event_types=list(ep.event_types) if ep.event_types is not None else None,
         channels=list(ep.channels) if ep.channels is not None else None,
         metadata=ep.metadata,
+        github_signature=ep.github_signature,
         created_at=ep.created_at,
         updated_at=ep.updated_at,
     )
@@ -145,6 +146,7 @@ def new_endpoint(svc: Svc, app: Application, body: EndpointIn, uid: str | None) 
         secrets=(EndpointSecret(body.secret or generate_secret()),),
         headers=headers,
         metadata=body.metadata,
+        github_signature=body.github_signature,
         created_at=now,
         updated_at=now,
     )
@@ -193,6 +195,7 @@ async def update_endpoint(
         event_types=_normalise(body.event_types),
         channels=_normalise(body.channels),
         metadata=body.metadata,
+        github_signature=body.github_signature,
         updated_at=svc.clock(),
     )
     await svc.storage.update_endpoint(updated)
@@ -211,6 +214,7 @@ async def patch_endpoint(app: App, ep: Ep, body: EndpointPatch, svc: Svc) -> End
         ("description", "description"),
         ("disabled", "disabled"),
         ("metadata", "metadata"),
+        ("github_signature", "github_signature"),
     ):
         if field in given and getattr(body, field) is not None:
             changes[attr] = getattr(body, field)

@@ -138,6 +138,8 @@ class ApplicationOut(Schema):
 
 class EndpointUpdate(Schema):
     url: Url
+    #: Homing extension: also sign with a GitHub-style ``X-Hub-Signature-256`` header
+    github_signature: bool = False
     description: Annotated[Text, Field(max_length=65536)] = ""
     uid: Name | None = None
     throttle_rate: ThrottleIn | None = None
@@ -154,6 +156,7 @@ class EndpointIn(EndpointUpdate):
 
 class EndpointPatch(Schema):
     url: Url | None = None
+    github_signature: bool | None = None
     description: Annotated[Text, Field(max_length=65536)] | None = None
     uid: Name | None = None
     throttle_rate: ThrottleIn | None = None
@@ -166,6 +169,7 @@ class EndpointPatch(Schema):
 
 class EndpointOut(Schema):
     id: str
+    github_signature: bool = False
     uid: str | None
     url: str
     description: str

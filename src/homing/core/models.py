@@ -94,6 +94,8 @@ class Endpoint:
     updated_at: datetime
     #: first exhausted delivery since the last success (endpoint health); the worker owns it
     failing_since: datetime | None = None
+    #: also sign with a GitHub-style ``X-Hub-Signature-256`` header
+    github_signature: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from homing.core.keys import live_keys
 from homing.core.models import Endpoint, Message
 from homing.core.states import FailureClass, Outcome
 from homing.errors import ConfigError
-from homing.signing import redact_headers, signature_header
+from homing.signing import github_signature, redact_headers, signature_header
 from homing.ssrf import (
     BlockedAddressError,
     GuardedConnector,
@@ -106,8 +106,9 @@ class Request:
 def build_request(message: Message, endpoint: Endpoint, now: datetime) -> Request:
     """The signed POST of ``message`` to ``endpoint`` at ``now``.
 
-    Signs with every key of the endpoint still live at ``now`` (one ``v1,`` entry each) and adds
-    the endpoint's custom headers, except those Homing sets itself. Raises
+    Signs with every key of the endpoint still live at ``now`` (one ``v1,`` entry each), with
+    the current key in ``X-Hub-Signature-256`` too when the endpoint asks for it, and adds the
+    endpoint's custom headers, except those Homing sets itself. Raises
     ``signing.InvalidSecretError`` when the endpoint has no live key or a key is malformed.
     """
     timestamp = int(now.timestamp())
@@ -123,6 +124,8 @@ def build_request(message: Message, endpoint: Endpoint, now: datetime) -> Reques
             "webhook-signature": signature_header(keys, message.id, timestamp, body),
         }
     )
+    if endpoint.github_signature:
+        headers["x-hub-signature-256"] = github_signature(keys[0], body)
     return Request(url=endpoint.url, body=body, headers=headers)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from homing.crypto import SecretBox
 from homing.errors import ConfigError
 from homing.storage.store import Storage
 
@@ -18,12 +19,14 @@ def sqlite_path(url: str) -> str:
     raise ConfigError(f"cannot read a SQLite path from {url!r}; use sqlite:///PATH")
 
 
-async def open_storage(url: str) -> Storage:
-    """Connect to the database at ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
+async def open_storage(url: str, box: SecretBox | None = None) -> Storage:
+    """Connect to the database at ``url`` (``sqlite:///...`` or ``postgresql://...``);
+    ``box`` encrypts endpoint secrets at rest."""
     if url.startswith("sqlite:"):
         from homing.storage.sqlite import SqliteDatabase
 
-        return Storage(await SqliteDatabase.connect(sqlite_path(url)))
+        return Storage(await SqliteDatabase.connect(sqlite_path(url)), box)
     from homing.storage.postgres import PostgresDatabase
 
-    return Storage(await PostgresDatabase.connect(url.replace("postgresql+asyncpg", "postgresql")))
+    dsn = url.replace("postgresql+asyncpg", "postgresql")
+    return Storage(await PostgresDatabase.connect(dsn), box)

@@ -15,6 +15,7 @@ from homing.core.models import (
     Endpoint,
     EventType,
 )
+from homing.crypto import SecretBox
 from homing.errors import ConflictError, NotFoundError
 from homing.ids import new_id
 from homing.storage import rows
@@ -162,9 +163,9 @@ class Catalog(SqlBase):
             changed = await conn.execute(
                 "INSERT INTO endpoint (id, org_id, app_id, uid, url, description, rate_limit,"
                 " disabled, event_types, channels, secrets, headers, metadata, created_at,"
-                " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-                " $14, $15) ON CONFLICT DO NOTHING",
-                *_endpoint_values(ep),
+                " updated_at, github_signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                " $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING",
+                *_endpoint_values(ep, self.box),
             )
         if changed != 1:
             raise ConflictError("An endpoint with this uid already exists.")
@@ -180,26 +181,28 @@ class Catalog(SqlBase):
             )
         if row is None:
             raise NotFoundError("Endpoint not found.")
-        return rows.endpoint(row)
+        return self._endpoint(row)
 
     async def list_endpoints(self, app_id: str, req: PageRequest) -> Page[Endpoint]:
         async with self.db.connection() as conn:
             return await self._page(
-                conn, "SELECT * FROM endpoint WHERE app_id = $1", [app_id], req, rows.endpoint
+                conn, "SELECT * FROM endpoint WHERE app_id = $1", [app_id], req, self._endpoint
             )
 
     async def update_endpoint(self, ep: Endpoint) -> Endpoint:
-        values = _endpoint_values(ep)
+        values = _endpoint_values(ep, self.box)
         async with self.db.transaction() as conn:
             changed = await conn.execute(
                 "UPDATE endpoint SET uid = $3, url = $4, description = $5, rate_limit = $6,"
                 " disabled = $7, event_types = $8, channels = $9, secrets = $10, headers = $11,"
-                " metadata = $12, updated_at = $13 WHERE id = $1 AND NOT EXISTS (SELECT 1"
-                " FROM endpoint o WHERE o.app_id = $2 AND o.uid = $3 AND o.id <> $1)",
+                " metadata = $12, updated_at = $13, github_signature = $14 WHERE id = $1"
+                " AND NOT EXISTS (SELECT 1 FROM endpoint o WHERE o.app_id = $2 AND o.uid = $3"
+                " AND o.id <> $1)",
                 ep.id,
                 ep.app_id,
                 *values[3:13],
                 values[14],
+                ep.github_signature,
             )
         if changed != 1:
             await self._missing_or_conflict("endpoint", ep.id, "Endpoint")
@@ -212,7 +215,7 @@ class Catalog(SqlBase):
         marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
         async with self.db.connection() as conn:
             found = await conn.fetch(f"SELECT * FROM endpoint WHERE id IN ({marks})", *ids)
-        return {r["id"]: rows.endpoint(r) for r in found}
+        return {r["id"]: self._endpoint(r) for r in found}
 
     async def disable_endpoint(self, endpoint_id: str, now: datetime) -> bool:
         """Disable the endpoint; True if it was enabled (so this call disabled it)."""
@@ -381,7 +384,7 @@ class Catalog(SqlBase):
                 )
 
 
-def _endpoint_values(ep: Endpoint) -> tuple[Any, ...]:
+def _endpoint_values(ep: Endpoint, box: SecretBox | None) -> tuple[Any, ...]:
     return (
         ep.id,
         ep.org_id,
@@ -393,11 +396,12 @@ def _endpoint_values(ep: Endpoint) -> tuple[Any, ...]:
         ep.disabled,
         dump_opt(ep.event_types),
         dump_opt(ep.channels),
-        dump_secrets(ep.secrets),
+        dump_secrets(ep.secrets, box),
         dump(ep.headers),
         dump(ep.metadata),
         to_us(ep.created_at),
         to_us(ep.updated_at),
+        ep.github_signature,
     )
 
 

@@ -72,7 +72,7 @@ class Queue(SqlBase):
             found = await conn.fetch(
                 "SELECT * FROM endpoint WHERE app_id = $1 AND disabled = FALSE", msg.app_id
             )
-            candidates = map(rows.endpoint, found)
+            candidates = map(self._endpoint, found)
             if only_endpoint is not None:
                 targets = [e for e in candidates if e.id == only_endpoint]
             else:
@@ -162,7 +162,7 @@ class Queue(SqlBase):
                 sql,
                 [msg_id],
                 req,
-                lambda r: (rows.endpoint(r), rows.delivery(r, "d_")),
+                lambda r: (self._endpoint(r), rows.delivery(r, "d_")),
                 key="e.id",
             )
 

@@ -18,6 +18,7 @@ from homing.core.models import (
     MessageStatus,
     Trigger,
 )
+from homing.crypto import SecretBox, conceal, reveal
 from homing.storage.base import Row
 
 
@@ -68,13 +69,15 @@ def application(row: Row) -> Application:
     )
 
 
-def dump_secrets(secrets: tuple[EndpointSecret, ...]) -> str:
-    return dump([{"key": s.key, "expires_at": opt_to_us(s.expires_at)} for s in secrets])
+def dump_secrets(secrets: tuple[EndpointSecret, ...], box: SecretBox | None) -> str:
+    return dump(
+        [{"key": conceal(s.key, box), "expires_at": opt_to_us(s.expires_at)} for s in secrets]
+    )
 
 
-def endpoint(row: Row) -> Endpoint:
+def endpoint(row: Row, box: SecretBox | None = None) -> Endpoint:
     secrets = tuple(
-        EndpointSecret(key=s["key"], expires_at=opt_from_us(s["expires_at"]))
+        EndpointSecret(key=reveal(s["key"], box), expires_at=opt_from_us(s["expires_at"]))
         for s in json.loads(row["secrets"])
     )
     return Endpoint(
@@ -94,6 +97,7 @@ def endpoint(row: Row) -> Endpoint:
         created_at=from_us(row["created_at"]),
         updated_at=from_us(row["updated_at"]),
         failing_since=opt_from_us(row["failing_since"]),
+        github_signature=bool(row["github_signature"]),
     )
 
 

@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
 
+from homing.core.models import Endpoint
+from homing.crypto import SecretBox
+from homing.storage import rows
 from homing.storage.base import (
     Connection,
     Database,
@@ -28,8 +31,12 @@ T = TypeVar("T")
 class SqlBase:
     """Connection seam, schema and paging shared by the verb groups."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, box: SecretBox | None = None) -> None:
         self.db = db
+        self.box = box  # encrypts endpoint secrets at rest when set
+
+    def _endpoint(self, row: Row) -> Endpoint:
+        return rows.endpoint(row, self.box)
 
     async def close(self) -> None:
         await self.db.close()
