@@ -107,13 +107,22 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def signature_header(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """Return the ``webhook-signature`` value: one ``v1,...`` entry per secret, in order.
+    """Return the ``webhook-signature`` value: one entry per secret, in order: ``v1,...`` for
+    HMAC secrets, ``v1a,...`` for ed25519 signing keys (``whsk_``).
 
     Raises ``InvalidSecretError`` if ``secrets`` is empty or any secret is invalid.
     """
     if not secrets:
         raise InvalidSecretError("at least one webhook secret is needed to sign")
-    return " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets)
+    return " ".join(_sign_any(secret, msg_id, timestamp, body) for secret in secrets)
+
+
+def _sign_any(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    if secret.startswith("whsk_"):
+        from homing import asymmetric  # late: only ed25519 endpoints need the crypto library
+
+        return asymmetric.sign(secret, msg_id, timestamp, body)
+    return sign(secret, msg_id, timestamp, body)
 
 
 def github_signature(secret: str, body: bytes) -> str:

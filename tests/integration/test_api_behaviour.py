@@ -612,3 +612,42 @@ async def test_bad_credentials_are_401(api: httpx.AsyncClient, authorization: st
         r = await bare.get("/api/v1/app", headers=headers)
     assert r.status_code == 401
     assert error_code(r) == "authentication_failed"
+
+
+async def test_ed25519_endpoint_shows_only_its_public_key(api) -> None:
+    """An endpoint created with keyType ed25519 hands out a whpk_ public key, never the
+    signing key, and rotation keeps the kind."""
+    app = (await api.post("/api/v1/app", json={"name": "ed"})).json()
+    ep = await api.post(
+        f"/api/v1/app/{app['id']}/endpoint",
+        json={"url": "https://receiver.example/hook", "keyType": "ed25519"},
+    )
+    assert ep.status_code == 201, ep.text
+    path = f"/api/v1/app/{app['id']}/endpoint/{ep.json()['id']}/secret"
+    first = (await api.get(path)).json()["key"]
+    assert first.startswith("whpk_")
+    rotated = (await api.post(path + "/rotate", json={})).json()["key"]
+    assert rotated.startswith("whpk_") and rotated != first
+    assert (await api.get(path)).json()["key"] == rotated
+    stored = await api.storage.get_endpoint(app["id"], ep.json()["id"])
+    assert stored.secrets[0].key.startswith("whsk_")
+
+
+async def test_invalid_secret_is_refused_without_echo(api) -> None:
+    """A secret that cannot sign (wrong length) is a 422 that does not repeat it."""
+    app = (await api.post("/api/v1/app", json={"name": "bad-secret"})).json()
+    thirty = "whsec_" + "A" * 40  # 30 key bytes
+    minimum = "whsec_" + "QUFB" * 8  # 24 key bytes, the least a secret may hold
+    too_long = "whsec_" + "QUFB" * 26  # 78 key bytes, more than the 75 allowed
+    for good in (thirty, minimum):
+        ok = await api.post(
+            f"/api/v1/app/{app['id']}/endpoint",
+            json={"url": "https://receiver.example/hook", "secret": good},
+        )
+        assert ok.status_code == 201, ok.text
+    bad = await api.post(
+        f"/api/v1/app/{app['id']}/endpoint",
+        json={"url": "https://receiver.example/hook", "secret": too_long},
+    )
+    assert bad.status_code == 422
+    assert too_long not in bad.text

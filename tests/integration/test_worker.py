@@ -615,3 +615,22 @@ async def test_run_survives_storage_errors(
         stop.set()
         await task
     assert await state_of(storage, message, endpoint) is DeliveryState.SUCCESS
+
+
+async def test_ed25519_endpoint_is_signed_v1a(
+    settings: Settings, storage: Storage, app: Application, receiver: Receiver
+) -> None:
+    """An endpoint with an ed25519 key gets a v1a signature that its public key verifies."""
+    from homing import asymmetric
+
+    key = asymmetric.generate_signing_key()
+    await add_endpoint(storage, app, receiver.url(), secrets=(EndpointSecret(key),))
+    message = await add_message(storage, app)
+    assert await worker(settings, storage).run_until_idle() == 1
+    [request] = receiver.seen
+    header = request.headers["webhook-signature"]
+    assert header.startswith("v1a,")
+    stamp = int(request.headers["webhook-timestamp"])
+    public = asymmetric.public_key(key)
+    assert asymmetric.verify(public, message.id, stamp, request.body, header)
+    assert not asymmetric.verify(public, message.id, stamp, request.body + b" ", header)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
+from homing import asymmetric
 from homing.api.deps import App, Paging, Svc, utc
 from homing.api.errors import InvalidInput
 from homing.api.messages import encode_payload, message_out, schema_version_key
@@ -143,7 +144,7 @@ def new_endpoint(svc: Svc, app: Application, body: EndpointIn, uid: str | None) 
         disabled=body.disabled,
         event_types=_normalise(body.event_types),
         channels=_normalise(body.channels),
-        secrets=(EndpointSecret(body.secret or generate_secret()),),
+        secrets=(EndpointSecret(body.secret or new_key(body.key_type)),),
         headers=headers,
         metadata=body.metadata,
         github_signature=body.github_signature,
@@ -242,7 +243,18 @@ async def delete_endpoint(app: App, ep: Ep, svc: Svc) -> Response:
 
 @router.get("/{endpoint_id}/secret", operation_id="v1.endpoint.get-secret")
 async def get_secret(ep: Ep) -> EndpointSecretOut:
-    return EndpointSecretOut(key=ep.secrets[0].key)
+    """The current key: the shared secret, or for an ed25519 endpoint its public key."""
+    return EndpointSecretOut(key=shown_key(ep.secrets[0].key))
+
+
+def new_key(key_type: str) -> str:
+    return asymmetric.generate_signing_key() if key_type == "ed25519" else generate_secret()
+
+
+def shown_key(key: str) -> str:
+    """What a customer may see of a key: an ed25519 signing key is never shown, only its
+    public half."""
+    return asymmetric.public_key(key) if asymmetric.is_signing_key(key) else key
 
 
 @router.post(
@@ -254,7 +266,8 @@ async def rotate_secret(
 ) -> EndpointSecretOut:
     """Make a new current key (given or generated); the old one signs on for the grace period."""
     body = body or EndpointSecretRotateIn()
-    key = body.key or generate_secret()
+    current_type = "ed25519" if asymmetric.is_signing_key(ep.secrets[0].key) else "hmac"
+    key = body.key or new_key(current_type)
     grace = (
         timedelta(seconds=body.grace_period_seconds)
         if body.grace_period_seconds is not None
@@ -264,7 +277,7 @@ async def rotate_secret(
     await svc.storage.update_endpoint(
         replace(ep, secrets=rotate(ep.secrets, key, now, grace), updated_at=now)
     )
-    return EndpointSecretOut(key=key)
+    return EndpointSecretOut(key=shown_key(key))
 
 
 def headers_out(ep: Endpoint) -> EndpointHeadersOut:

@@ -12,8 +12,10 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from homing import asymmetric
 from homing.api.errors import InvalidInput
 from homing.errors import NotFoundError
+from homing.signing import InvalidSecretError, parse_secret
 from homing.ssrf import check_endpoint_url
 from homing.storage.base import Page
 
@@ -22,7 +24,7 @@ U = TypeVar("U")
 
 NAME_PATTERN = r"^[a-zA-Z0-9\-_.]+$"
 CHANNEL_PATTERN = r"^[a-zA-Z0-9\-_.:]+$"
-SECRET_PATTERN = r"^(whsec_)?[a-zA-Z0-9+/=]{32,100}$"
+SECRET_PATTERN = r"^(whsec_|whsk_)?[a-zA-Z0-9+/=]{32,100}$"
 
 
 def clean_text(value: str) -> str:
@@ -91,7 +93,20 @@ def check_url(value: str) -> str:
     return check_endpoint_url(value)
 
 
+def check_secret(value: str) -> str:
+    """An HMAC secret (``whsec_`` + base64 of 24-75 bytes) or an ed25519 signing key
+    (``whsk_`` + base64 of 32 bytes) that Homing can sign with."""
+    try:
+        if asymmetric.is_signing_key(value):
+            return asymmetric.check_signing_key(value)
+        parse_secret(value)
+    except InvalidSecretError as exc:
+        raise ValueError(str(exc)) from None  # the message never holds the secret
+    return value
+
+
 Text = Annotated[str, AfterValidator(clean_text)]
+SecretIn = Annotated[str, Field(pattern=SECRET_PATTERN), AfterValidator(check_secret)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json)]
 Name = Annotated[str, Field(min_length=1, max_length=256, pattern=NAME_PATTERN)]
 Channel = Annotated[str, Field(min_length=1, max_length=128, pattern=CHANNEL_PATTERN)]
@@ -150,7 +165,9 @@ class EndpointUpdate(Schema):
 
 
 class EndpointIn(EndpointUpdate):
-    secret: Annotated[str, Field(pattern=SECRET_PATTERN)] | None = None
+    #: Homing extension: the kind of key generated when ``secret`` is not given
+    key_type: Literal["hmac", "ed25519"] = "hmac"
+    secret: SecretIn | None = None
     headers: dict[str, str] | None = None
 
 
@@ -164,7 +181,7 @@ class EndpointPatch(Schema):
     event_types: Annotated[list[Name], Field(max_length=256)] | None = None
     channels: Annotated[list[Channel], Field(max_length=10)] | None = None
     metadata: Metadata | None = None
-    secret: Annotated[str, Field(pattern=SECRET_PATTERN)] | None = None
+    secret: SecretIn | None = None
 
 
 class EndpointOut(Schema):
@@ -187,7 +204,7 @@ class EndpointSecretOut(Schema):
 
 
 class EndpointSecretRotateIn(Schema):
-    key: Annotated[str, Field(pattern=SECRET_PATTERN)] | None = None
+    key: SecretIn | None = None
     grace_period_seconds: Annotated[int, Field(ge=0, le=604800)] | None = None
 
 

@@ -124,7 +124,7 @@ def build_request(message: Message, endpoint: Endpoint, now: datetime) -> Reques
             "webhook-signature": signature_header(keys, message.id, timestamp, body),
         }
     )
-    if endpoint.github_signature:
+    if endpoint.github_signature and not keys[0].startswith("whsk_"):  # HMAC keys only
         headers["x-hub-signature-256"] = github_signature(keys[0], body)
     return Request(url=endpoint.url, body=body, headers=headers)
 
