@@ -50,10 +50,6 @@ class InvalidSecretError(HomingError):
     """The webhook secret is not ``whsec_`` plus base64 of 24 to 75 bytes."""
 
 
-class SignatureError(HomingError):
-    """The webhook signature could not be verified."""
-
-
 def generate_secret() -> str:
     """Return a new secret: ``whsec_`` plus the base64 of 24 random bytes (32 characters)."""
     return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(_KEY_BYTES)).decode("ascii")
@@ -133,59 +129,6 @@ def github_signature(secret: str, body: bytes) -> str:
     ``InvalidSecretError`` if ``secret`` is not a valid secret.
     """
     return "sha256=" + hmac.new(parse_secret(secret), body, hashlib.sha256).hexdigest()
-
-
-def _header(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
-    for name in names:
-        value = headers.get(name)
-        if value:
-            return value
-    raise SignatureError(f"missing {names[0]} header")
-
-
-def _parse_timestamp(raw: str, now: int, tolerance: int) -> int:
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_TIMESTAMP_DIGITS):
-        raise SignatureError("webhook-timestamp is not Unix seconds")
-    timestamp = int(text)
-    if timestamp < now - tolerance:
-        raise SignatureError("webhook-timestamp is too old")
-    if timestamp > now + tolerance:
-        raise SignatureError("webhook-timestamp is too far in the future")
-    return timestamp
-
-
-def verify(
-    secret: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    now: int,
-    tolerance: int = DEFAULT_TOLERANCE,
-) -> None:
-    """Check that ``body`` and ``headers`` were signed with ``secret`` within ``tolerance`` s.
-
-    Header names are case-insensitive; ``webhook-id``, ``webhook-timestamp`` and
-    ``webhook-signature`` are read, falling back to ``svix-id``, ``svix-timestamp`` and
-    ``svix-signature``. ``now`` is the current Unix time in seconds. Entries of the signature
-    header that are not ``v1,...`` are ignored; one matching ``v1`` entry is enough.
-    Returns ``None`` on success. Raises ``SignatureError`` for a missing or malformed header, a
-    timestamp outside ``now ± tolerance`` or no matching signature, and ``InvalidSecretError``
-    if ``secret`` itself is invalid (a configuration fault, not a bad request).
-    """
-    key = parse_secret(secret)
-    lowered = {name.lower(): value for name, value in headers.items()}
-    msg_id = _header(lowered, _ID_HEADERS)
-    timestamp = _parse_timestamp(_header(lowered, _TIMESTAMP_HEADERS), now, tolerance)
-    entries = _header(lowered, _SIGNATURE_HEADERS).split()
-    expected = base64.b64encode(_digest(key, msg_id, timestamp, body))
-    for entry in entries:
-        version, _, value = entry.partition(",")
-        # Compare every candidate in constant time; an early exit only reveals a match.
-        if version == SIGNATURE_VERSION and hmac.compare_digest(
-            expected, value.encode("utf-8", "replace")
-        ):
-            return
-    raise SignatureError("no matching v1 signature")
 
 
 def _is_sensitive(name: str) -> bool:

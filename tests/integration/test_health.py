@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from homing import signing
+from homing import signing, verify
 from homing.config import Settings
 from homing.core.models import (
     DEFAULT_ORG,
@@ -155,7 +154,7 @@ def reports(receiver: Receiver) -> list[dict[str, Any]]:
     the ops endpoint's key."""
     found = []
     for request in receiver.at("/ops"):
-        signing.verify(OPS_SECRET, request.headers, request.body, now=int(time.time()))
+        verify.Webhook(OPS_SECRET).verify(request.body, request.headers)
         found.append(json.loads(request.body))
     return found
 

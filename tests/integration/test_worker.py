@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks.webhooks import Webhook
 
-from homing import signing
+from homing import signing, verify
 from homing.config import Settings
 from homing.core.models import (
     Application,
@@ -229,7 +229,7 @@ async def test_success_is_signed_and_recorded(
     assert request.headers["webhook-id"] == message.id
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"].startswith("Homing/")
-    signing.verify(SECRET, request.headers, request.body, now=int(time.time()))
+    verify.Webhook(SECRET).verify(request.body, request.headers)
     Webhook(SECRET).verify(request.body, request.headers)
     assert await state_of(storage, message, endpoint) is DeliveryState.SUCCESS
     [attempt] = await attempts_of(storage, message)
@@ -250,7 +250,7 @@ async def test_failure_then_success_retries_with_the_same_id(
     first, second = receiver.seen
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == message.id
     for request in (first, second):
-        signing.verify(SECRET, request.headers, request.body, now=int(time.time()))
+        verify.Webhook(SECRET).verify(request.body, request.headers)
     assert await state_of(storage, message, endpoint) is DeliveryState.SUCCESS
     failed, succeeded = await attempts_of(storage, message)
     assert (failed.response_status, failed.response_body, failed.failure_class) == (

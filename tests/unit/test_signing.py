@@ -15,11 +15,9 @@ import pytest
 import standardwebhooks.webhooks
 import svix.webhooks
 
-from homing.errors import HomingError
 from homing.signing import (
     SECRET_PREFIX,
     InvalidSecretError,
-    SignatureError,
     generate_secret,
     github_signature,
     is_valid_secret,
@@ -27,7 +25,6 @@ from homing.signing import (
     redact_headers,
     sign,
     signature_header,
-    verify,
 )
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "signatures.json"
@@ -62,128 +59,6 @@ def test_sign_matches_a_direct_hmac_computation() -> None:
     assert sign(SECRET, MSG_ID, NOW, BODY) == "v1," + base64.b64encode(digest).decode()
 
 
-def test_sign_then_verify_round_trips() -> None:
-    """A header made by signature_header verifies with the same secret, time and body."""
-    headers = _headers([SECRET])
-    assert headers["webhook-signature"] == sign(SECRET, MSG_ID, NOW, BODY)
-    verify(SECRET, headers, BODY, now=NOW)
-
-
-def test_verify_accepts_timestamps_at_the_edge_of_tolerance() -> None:
-    """Timestamps exactly tolerance seconds old or ahead are still accepted."""
-    verify(SECRET, _headers([SECRET], NOW - 300), BODY, now=NOW)
-    verify(SECRET, _headers([SECRET], NOW + 300), BODY, now=NOW)
-    verify(SECRET, _headers([SECRET], NOW - 10), BODY, now=NOW, tolerance=10)
-
-
-def test_verify_header_names_are_case_insensitive() -> None:
-    """Header names in any case are found."""
-    headers = {name.title(): value for name, value in _headers([SECRET]).items()}
-    assert "Webhook-Signature" in headers
-    verify(SECRET, headers, BODY, now=NOW)
-
-
-def test_verify_accepts_svix_header_names() -> None:
-    """The svix-id, svix-timestamp and svix-signature spellings are accepted."""
-    headers = {
-        name.replace("webhook-", "Svix-"): value for name, value in _headers([SECRET]).items()
-    }
-    verify(SECRET, headers, BODY, now=NOW)
-
-
-def test_verify_accepts_a_bare_base64_secret() -> None:
-    """The same key without the whsec_ prefix verifies the same signature."""
-    verify(SECRET.removeprefix(SECRET_PREFIX), _headers([SECRET]), BODY, now=NOW)
-
-
-def test_verify_skips_unknown_versions_and_extra_spaces() -> None:
-    """Entries of other versions are ignored and runs of spaces are tolerated."""
-    headers = _headers([SECRET])
-    headers["webhook-signature"] = "v2,abc  v1a,xyz   " + headers["webhook-signature"] + " "
-    verify(SECRET, headers, BODY, now=NOW)
-
-
-def test_verify_rejects_a_tampered_body() -> None:
-    """Changing one byte of the body makes verification fail."""
-    with pytest.raises(SignatureError, match="no matching"):
-        verify(SECRET, _headers([SECRET]), BODY.replace(b"in_1", b"in_2"), now=NOW)
-
-
-def test_verify_rejects_a_wrong_secret() -> None:
-    """A signature made with another secret does not verify."""
-    with pytest.raises(SignatureError, match="no matching"):
-        verify(OTHER_SECRET, _headers([SECRET]), BODY, now=NOW)
-
-
-def test_verify_rejects_a_tampered_id() -> None:
-    """The message id is covered by the signature."""
-    headers = _headers([SECRET])
-    headers["webhook-id"] = "msg_other"
-    with pytest.raises(SignatureError, match="no matching"):
-        verify(SECRET, headers, BODY, now=NOW)
-
-
-@pytest.mark.parametrize(
-    ("timestamp", "message"),
-    [(NOW - 301, "too old"), (NOW + 301, "future"), (0, "too old")],
-)
-def test_verify_rejects_timestamps_outside_tolerance(timestamp: int, message: str) -> None:
-    """A correctly signed message older or newer than the tolerance is refused."""
-    with pytest.raises(SignatureError, match=message):
-        verify(SECRET, _headers([SECRET], timestamp), BODY, now=NOW)
-
-
-def test_verify_rejects_a_replayed_message_with_a_new_timestamp() -> None:
-    """Moving the timestamp header forward breaks the signature."""
-    headers = _headers([SECRET], NOW - 1000)
-    headers["webhook-timestamp"] = str(NOW)
-    with pytest.raises(SignatureError, match="no matching"):
-        verify(SECRET, headers, BODY, now=NOW)
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"webhook-id": None}, "missing webhook-id"),
-        ({"webhook-timestamp": None}, "missing webhook-timestamp"),
-        ({"webhook-signature": None}, "missing webhook-signature"),
-        ({"webhook-id": ""}, "missing webhook-id"),
-        ({"webhook-timestamp": "soon"}, "not Unix seconds"),
-        ({"webhook-timestamp": "1700000000.5"}, "not Unix seconds"),
-        ({"webhook-timestamp": "-1700000000"}, "not Unix seconds"),
-        ({"webhook-timestamp": "\u0661\u0667"}, "not Unix seconds"),
-        ({"webhook-timestamp": "9" * 5000}, "not Unix seconds"),
-        ({"webhook-signature": "garbage"}, "no matching"),
-        ({"webhook-signature": "v1,"}, "no matching"),
-        ({"webhook-signature": "v1,not base64 at all \u00e9"}, "no matching"),
-        ({"webhook-signature": "   "}, "no matching"),
-    ],
-)
-def test_verify_rejects_malformed_headers(change: dict[str, str | None], message: str) -> None:
-    """Missing, empty or malformed headers raise SignatureError, never another exception."""
-    headers: dict[str, str] = _headers([SECRET])
-    for name, value in change.items():
-        if value is None:
-            del headers[name]
-        else:
-            headers[name] = value
-    with pytest.raises(SignatureError, match=message):
-        verify(SECRET, headers, BODY, now=NOW)
-
-
-def test_signature_error_is_a_homing_error_with_a_default_message() -> None:
-    """SignatureError and InvalidSecretError sit under HomingError and default to their doc."""
-    assert issubclass(SignatureError, HomingError)
-    assert issubclass(InvalidSecretError, HomingError)
-    assert str(SignatureError()) == "The webhook signature could not be verified."
-
-
-def test_verify_with_an_invalid_secret_raises_invalid_secret_error() -> None:
-    """A bad secret passed to verify is a configuration fault, reported as InvalidSecretError."""
-    with pytest.raises(InvalidSecretError):
-        verify("whsec_short", _headers([SECRET]), BODY, now=NOW)
-
-
 # -- several secrets ---------------------------------------------------------------------------
 
 
@@ -194,15 +69,6 @@ def test_signature_header_has_one_entry_per_secret_in_order() -> None:
         sign(SECRET, MSG_ID, NOW, BODY),
         sign(OTHER_SECRET, MSG_ID, NOW, BODY),
     ]
-
-
-def test_each_of_several_secrets_verifies_on_its_own() -> None:
-    """A header signed with two secrets verifies with either, and not with a third."""
-    headers = _headers([SECRET, OTHER_SECRET])
-    verify(SECRET, headers, BODY, now=NOW)
-    verify(OTHER_SECRET, headers, BODY, now=NOW)
-    with pytest.raises(SignatureError):
-        verify(generate_secret(), headers, BODY, now=NOW)
 
 
 def test_signature_header_needs_a_secret() -> None:
@@ -239,14 +105,12 @@ def test_libraries_reject_our_header_for_a_tampered_body() -> None:
         svix.webhooks.Webhook(SECRET).verify(BODY + b" ", headers)
 
 
-def test_standardwebhooks_signature_verifies_with_ours() -> None:
-    """A signature made by standardwebhooks.Webhook.sign passes our verify."""
+def test_standardwebhooks_signs_exactly_as_we_do() -> None:
+    """A signature made by standardwebhooks.Webhook.sign equals ours, byte for byte."""
     now = int(time.time())
     stamp = datetime.fromtimestamp(now, tz=UTC)
     signature = standardwebhooks.webhooks.Webhook(SECRET).sign(MSG_ID, stamp, BODY.decode())
     assert signature == sign(SECRET, MSG_ID, now, BODY)
-    headers = {"webhook-id": MSG_ID, "webhook-timestamp": str(now), "webhook-signature": signature}
-    verify(SECRET, headers, BODY, now=now)
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -343,12 +207,6 @@ def test_vectors_match_the_sender(case: dict[str, Any]) -> None:
     body = case["body"].encode("utf-8")
     assert sign(case["secret"], case["msg_id"], case["timestamp"], body) == case["signature"]
     assert github_signature(case["secret"], body) == case["github_signature"]
-    headers = {
-        "webhook-id": case["msg_id"],
-        "webhook-timestamp": str(case["timestamp"]),
-        "webhook-signature": case["signature"],
-    }
-    verify(case["secret"], headers, body, now=case["timestamp"])
 
 
 def test_vectors_file_has_several_cases() -> None:

@@ -5,6 +5,7 @@ may hold a secret)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -86,31 +87,27 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, detail, headers=dict(exc.headers or {}))
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    details = [
+def _details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{loc, msg, type}``, without ``input`` (it may hold a secret)."""
+    return [
         {
             "loc": list(e.get("loc", ())),
             "msg": str(e.get("msg", "")),
             "type": str(e.get("type", "")),
         }
-        for e in exc.errors()
+        for e in errors
     ]
-    return JSONResponse({"detail": details}, 422)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _details(exc.errors())}, 422)
 
 
 async def _model_error(_: Request, exc: Exception) -> JSONResponse:
     """A model built inside a handler (e.g. from a path value) failed validation: still 422."""
     assert isinstance(exc, ValidationError)
-    details = [
-        {
-            "loc": list(e.get("loc", ())),
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
-        }
-        for e in exc.errors()
-    ]
-    return JSONResponse({"detail": details}, 422)
+    return JSONResponse({"detail": _details(exc.errors())}, 422)
 
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
