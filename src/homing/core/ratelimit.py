@@ -18,8 +18,8 @@ def take(bucket: Bucket | None, now: float, rate: float, burst: float) -> tuple[
     if bucket is None:
         bucket = Bucket(tokens=burst, at=now)
     tokens = min(burst, bucket.tokens + max(0.0, now - bucket.at) * rate)
-    if tokens >= 1.0:
-        return Bucket(tokens - 1.0, now), 0.0
+    if tokens >= 1.0 - 1e-9:  # refills are sums of floats: 1.9999999 is two tokens
+        return Bucket(max(0.0, tokens - 1.0), now), 0.0
     return Bucket(tokens, now), (1.0 - tokens) / rate
 
 

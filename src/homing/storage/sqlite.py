@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +22,10 @@ from homing.errors import StorageError
 from homing.storage.base import Row
 
 _PARAM = re.compile(r"\$(\d+)")
+
+# aiosqlite logs every statement with its parameters at DEBUG: endpoint secrets and custom
+# header values would reach the logs of an operator who turns on debug logging.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def _sql(text: str) -> str:
