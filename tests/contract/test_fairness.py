@@ -8,6 +8,7 @@ Times are fixed; the claims are made at ``NOW`` (or later) so the queue order is
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from homing.core.models import (
@@ -28,7 +29,6 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 ORG = "org_fairness"
 CAP = 4
-BUSY = timedelta(seconds=1)  # the busy_delay passed to every claim here
 
 
 def _ms(moment: datetime) -> int:
@@ -113,7 +113,7 @@ async def test_busy_endpoint_does_not_starve_the_one_queued_behind_it(storage: S
     await queue(storage, app_a, 200, NOW - timedelta(seconds=10))
     await queue(storage, app_b, 5, NOW - timedelta(seconds=1))
 
-    claimed = await storage.claim_due(NOW, 10, "w1", LEASE, cap=CAP, busy_delay=BUSY)
+    claimed = await storage.claim_due(NOW, 10, "w1", LEASE, cap=CAP)
 
     of_a = [d for d in claimed if d.endpoint_id == a.id]
     of_b = [d for d in claimed if d.endpoint_id == b.id]
@@ -121,25 +121,28 @@ async def test_busy_endpoint_does_not_starve_the_one_queued_behind_it(storage: S
     assert len(of_b) == min(5, CAP), "B's due deliveries wait behind A's surplus"
 
 
-async def test_surplus_of_a_busy_endpoint_is_put_back_busy_delay_later(storage: Storage) -> None:
-    """The deliveries of A that the cap keeps back are due again busy_delay after the claim;
-    none is moved anywhere else, and none of A starts while its 4 are in flight."""
+async def test_surplus_of_a_busy_endpoint_stays_due_and_waits_for_a_free_slot(
+    storage: Storage,
+) -> None:
+    """The deliveries of A that the cap keeps back stay due where they were (nothing is
+    rescheduled), none of A starts while its 4 are in flight, and one starts when a send ends."""
     app = await add_app(storage)
     a = await add_endpoint(storage, app)
     await queue(storage, app, 20, NOW - timedelta(seconds=10))
+    due_at = {d.id: d.next_attempt_at for d in await deliveries_of(storage, a)}
 
-    first = await storage.claim_due(NOW, 10, "w1", LEASE, cap=CAP, busy_delay=BUSY)
+    first = await storage.claim_due(NOW, 10, "w1", LEASE, cap=CAP)
 
     assert len(first) == CAP
     pending = [d for d in await deliveries_of(storage, a) if d.state is DeliveryState.PENDING]
     assert len(pending) == 20 - CAP
-    moved = [d for d in pending if d.next_attempt_at == NOW + BUSY]
-    assert moved, "the surplus the claim looked at is rescheduled"
-    assert all(d.next_attempt_at == NOW + BUSY or d.next_attempt_at < NOW for d in pending)
-
-    later = NOW + 2 * BUSY  # everything of A is due again, its 4 still in flight
-    assert await storage.claim_due(later, 10, "w2", LEASE, cap=CAP, busy_delay=BUSY) == []
+    assert all(d.next_attempt_at == due_at[d.id] for d in pending)
+    assert await storage.claim_due(NOW, 10, "w2", LEASE, cap=CAP) == []
     assert await in_flight(storage, a) == CAP
+
+    done = replace(first[0], state=DeliveryState.SUCCESS, attempts=1, updated_at=NOW)
+    assert await storage.record_attempt(None, done)
+    assert len(await storage.claim_due(NOW, 10, "w2", LEASE, cap=CAP)) == 1
 
 
 async def test_concurrent_claimers_never_exceed_the_cap_together(
@@ -156,7 +159,7 @@ async def test_concurrent_claimers_never_exceed_the_cap_together(
         async def claim_repeatedly(store: Storage, worker: str) -> list[Delivery]:
             got: list[Delivery] = []
             for _ in range(6):
-                got += await store.claim_due(NOW, 2, worker, LEASE, cap=CAP, busy_delay=BUSY)
+                got += await store.claim_due(NOW, 2, worker, LEASE, cap=CAP)
                 await asyncio.sleep(0)
             return got
 

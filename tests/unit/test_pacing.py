@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from homing.core.pacing import ClaimPlan, Due, EndpointLoad, plan_claim
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-BUSY = timedelta(seconds=1)
 
 
 def due(endpoint: str, count: int, paced: bool = False, start: int = 0) -> list[Due]:
@@ -22,7 +21,7 @@ def plan(
     limit: int = 100,
     cap: int = 16,
 ) -> ClaimPlan:
-    return plan_claim(items, loads or {}, NOW, limit, cap, BUSY)
+    return plan_claim(items, loads or {}, NOW, limit, cap)
 
 
 def test_nothing_due_plans_nothing() -> None:
@@ -31,15 +30,12 @@ def test_nothing_due_plans_nothing() -> None:
     assert (result.start, result.defer, result.next_send_at) == ([], {}, {})
 
 
-def test_cap_defers_the_surplus_by_busy_delay() -> None:
-    """Past the cap an endpoint's deliveries are put back busy_delay later, unpaced."""
+def test_cap_holds_the_surplus_as_it_is() -> None:
+    """Past the cap an endpoint's deliveries are passed over, untouched, and it is held."""
     result = plan(due("a", 5), {"a": EndpointLoad(in_flight=1)}, cap=3)
     assert result.start == ["a0", "a1"]
-    assert result.defer == {
-        "a2": (NOW + BUSY, False),
-        "a3": (NOW + BUSY, False),
-        "a4": (NOW + BUSY, False),
-    }
+    assert result.defer == {}
+    assert result.held == {"a"}
     assert result.next_send_at == {}
 
 
@@ -47,7 +43,8 @@ def test_endpoint_already_at_cap_starts_nothing() -> None:
     """An endpoint whose in-flight count is at the cap gets nothing new this claim."""
     result = plan(due("a", 2), {"a": EndpointLoad(in_flight=4)}, cap=4)
     assert result.start == []
-    assert set(result.defer) == {"a0", "a1"}
+    assert result.defer == {}
+    assert result.held == {"a"}
 
 
 def test_throttle_spaces_starts_one_over_rate_apart() -> None:
@@ -93,10 +90,11 @@ def test_paced_delivery_starts_without_taking_a_new_slot() -> None:
 
 
 def test_paced_delivery_still_obeys_the_cap() -> None:
-    """A paced delivery of an endpoint at its cap is put back busy_delay later, unpaced."""
+    """A paced delivery of an endpoint at its cap waits, keeping its slot, until one frees."""
     result = plan(due("a", 1, paced=True), {"a": EndpointLoad(in_flight=2, rate=1)}, cap=2)
     assert result.start == []
-    assert result.defer == {"a0": (NOW + BUSY, False)}
+    assert result.defer == {}
+    assert result.held == {"a"}
 
 
 def test_paced_and_new_deliveries_mix() -> None:
@@ -109,14 +107,15 @@ def test_paced_and_new_deliveries_mix() -> None:
 
 
 def test_limit_stops_planning_and_leaves_the_rest_untouched() -> None:
-    """Once ``limit`` deliveries start, the rest are neither started nor rescheduled; the
-    deferrals made before that point stand and do not count towards the limit."""
+    """Once ``limit`` deliveries start, the rest are neither started nor rescheduled; an
+    endpoint held before that point stays held and does not count towards the limit."""
     items = [Due("x0", "x"), *due("a", 3), Due("b0", "b")]
     result = plan(
         items, {"x": EndpointLoad(in_flight=2), "b": EndpointLoad(rate=1)}, limit=2, cap=2
     )
     assert result.start == ["a0", "a1"]
-    assert result.defer == {"x0": (NOW + BUSY, False)}
+    assert result.defer == {}
+    assert result.held == {"x"}
     assert result.next_send_at == {}  # b was never reached, so none of its slots was taken
 
 
@@ -141,11 +140,8 @@ def test_interleaved_endpoints_keep_queue_order_for_the_healthy_ones() -> None:
     }
     result = plan(items, loads, cap=3)
     assert result.start == ["b0", "t0", "c0", "b1", "c1"]
-    assert result.defer == {
-        "a0": (NOW + BUSY, False),
-        "a1": (NOW + BUSY, False),
-        "t1": (NOW + timedelta(seconds=0.1), True),
-    }
+    assert result.defer == {"t1": (NOW + timedelta(seconds=0.1), True)}
+    assert result.held == {"busy"}
     assert result.next_send_at == {"slow": NOW + timedelta(seconds=0.2)}
 
 
@@ -153,7 +149,8 @@ def test_endpoint_missing_from_loads_has_no_limits_but_the_cap() -> None:
     """An endpoint without a load entry counts as idle and unthrottled: only the cap applies."""
     result = plan(due("z", 3), {}, cap=2)
     assert result.start == ["z0", "z1"]
-    assert result.defer == {"z2": (NOW + BUSY, False)}
+    assert result.defer == {}
+    assert result.held == {"z"}
     assert result.next_send_at == {}
 
 

@@ -3,8 +3,9 @@
 Two limits keep one endpoint from hurting the rest, across every worker (the inputs are read
 in the claim transaction):
 
-- at most ``cap`` deliveries in flight per endpoint: the surplus is put back ``busy_delay``
-  later, so it stops sitting at the head of the queue in front of other endpoints;
+- at most ``cap`` deliveries in flight per endpoint: the surplus stays due but is passed over
+  (``held``); the claim then reads on past that endpoint, so its backlog cannot keep other
+  endpoints waiting, and its next delivery starts as soon as one of its sends ends;
 - at most ``rate`` starts per second for an endpoint with a ``throttleRate``: starts are spaced
   ``1/rate`` apart. A delivery that must wait is given the next free slot (``paced``), and the
   endpoint's ``next_send_at`` moves past it, so waiting deliveries never compete for a slot
@@ -41,6 +42,8 @@ class ClaimPlan:
     defer: dict[str, tuple[datetime, bool]] = field(default_factory=dict)
     #: endpoint id -> its new next_send_at
     next_send_at: dict[str, datetime] = field(default_factory=dict)
+    #: endpoints at their cap: their due deliveries were passed over, untouched
+    held: set[str] = field(default_factory=set)
 
 
 def plan_claim(
@@ -49,7 +52,6 @@ def plan_claim(
     now: datetime,
     limit: int,
     cap: int,
-    busy_delay: timedelta,
 ) -> ClaimPlan:
     """Go through ``due`` in queue order and decide, for at most ``limit`` starts, what starts
     now and what waits until when. Deliveries past the limit are left as they are."""
@@ -60,7 +62,7 @@ def plan_claim(
             break
         load = loads.get(item.endpoint_id, EndpointLoad())
         if running.get(item.endpoint_id, 0) >= cap:
-            plan.defer[item.delivery_id] = (now + busy_delay, False)
+            plan.held.add(item.endpoint_id)
             continue
         if load.rate and not item.paced:
             slot = max(plan.next_send_at.get(item.endpoint_id, load.next_send_at or now), now)

@@ -35,6 +35,7 @@ from homing.core.models import Attempt, Delivery, DeliveryState, Endpoint, Messa
 from homing.core.retry import RetryPolicy, Rng, next_attempt_at
 from homing.core.states import Outcome, cancel, is_success, transition
 from homing.delivery.health import Health
+from homing.delivery.recorder import Recorder
 from homing.delivery.sender import Sender, build_request
 from homing.ids import new_id
 from homing.operational import Operational
@@ -46,6 +47,7 @@ log = logging.getLogger("homing.worker")
 RECLAIM_INTERVAL = timedelta(seconds=5)
 DEFAULT_CONCURRENCY = 64
 DEFAULT_POLL_INTERVAL = 2.0
+CLAIM_LINGER = 0.005  # seconds to wait after a wake-up so that one claim serves several slots
 
 
 def _utcnow() -> datetime:
@@ -106,6 +108,7 @@ class Worker:
         self._rng: Rng = rng if rng is not None else random.Random()
         self._policy = RetryPolicy(schedule=settings.retry_schedule, jitter=settings.retry_jitter)
         self._schedules = ScheduleCache(storage)
+        self._recorder = Recorder(storage)
         self._lease = timedelta(seconds=settings.request_timeout + settings.lease_margin)
         self._cap = settings.endpoint_concurrency
         self._health = Health(
@@ -143,6 +146,7 @@ class Worker:
         free = self._concurrency - len(self._in_flight)
         if free <= 0:
             await self._pause(stop, self._poll_interval, self._slot_freed.wait())
+            await asyncio.sleep(CLAIM_LINGER)  # let a few more finish: fewer, larger claims
             return
         try:
             claimed, messages, endpoints = await self._claim(free)
@@ -158,9 +162,24 @@ class Worker:
             )
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
-        if len(claimed) < free:  # nothing more is due: sleep until there is
+        if len(claimed) < free:  # nothing more is due now: sleep until there may be
             timeout = self._idle_timeout()
-            await self._pause(stop, timeout, self._storage.db.wait_for_work(timeout))
+            await self._pause(stop, timeout, self._more_work(timeout))
+            await asyncio.sleep(CLAIM_LINGER)
+
+    async def _more_work(self, timeout: float) -> None:
+        """Return when new work is announced, or when one of our sends ends (an endpoint
+        held at its in-flight cap may take its next delivery now)."""
+        waits = [
+            asyncio.ensure_future(self._storage.db.wait_for_work(timeout)),
+            asyncio.ensure_future(self._slot_freed.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def run_until_idle(self) -> int:
         """Deliver until nothing is due now; return how many deliveries were processed.
@@ -188,6 +207,7 @@ class Worker:
         self._slot_freed.set()
 
     async def _close(self) -> None:
+        await self._recorder.close()
         if self._owns_sender:
             await self._sender.close()
 
@@ -260,7 +280,7 @@ class Worker:
     ) -> None:
         now = self._clock()
         if message is None or endpoint is None or endpoint.disabled:
-            await self._storage.record_attempt(None, cancel(delivery, now))
+            await self._recorder.record(None, cancel(delivery, now))
             log.info("delivery %s canceled: endpoint or message gone or disabled", delivery.id)
             return
         try:
@@ -281,7 +301,7 @@ class Worker:
         next_at = next_attempt_at(policy, delivery.attempts + 1, outcome, done_at, self._rng)
         moved = transition(delivery, outcome, done_at, next_at)
         attempt = attempt_record(delivery, endpoint.url, outcome, done_at)
-        if not await self._storage.record_attempt(attempt, moved):
+        if not await self._recorder.record(attempt, moved):
             log.warning("delivery %s: lease lost; another worker owns it now", delivery.id)
             return
         await self._health.after(delivery, moved, attempt, endpoint, message)

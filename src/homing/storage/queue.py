@@ -33,7 +33,6 @@ from homing.storage.rows import dump, dump_opt, opt_to_us, to_us
 from homing.storage.sqlbase import SqlBase
 
 DEFAULT_ENDPOINT_CAP = 16
-BUSY_DELAY = timedelta(seconds=1)
 REPLAY_BATCH = 1000
 CLAIM_ROUNDS = 4  # windows read per claim at most
 CLAIM_WINDOW = 4  # due rows looked at per delivery claimed, so a busy endpoint's surplus
@@ -265,7 +264,6 @@ class Queue(SqlBase):
         worker: str,
         lease: timedelta,
         cap: int = DEFAULT_ENDPOINT_CAP,
-        busy_delay: timedelta = BUSY_DELAY,
     ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``, keeping
         each endpoint under ``cap`` in flight and under its throttleRate (see core.pacing):
@@ -283,9 +281,9 @@ class Queue(SqlBase):
                 if not due:
                     break
                 loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}))
-                plan = plan_claim(due, loads, now, limit - len(started), cap, busy_delay)
+                plan = plan_claim(due, loads, now, limit - len(started), cap)
                 started += await self._apply(conn, plan, now, now + lease, worker)
-                waiting |= {d.endpoint_id for d in due if d.delivery_id in plan.defer}
+                waiting |= plan.held | {d.endpoint_id for d in due if d.delivery_id in plan.defer}
                 if len(started) >= limit or len(due) < window:
                     break
         return started
@@ -374,31 +372,60 @@ class Queue(SqlBase):
             )
 
     async def record_attempt(self, attempt: Attempt | None, delivery: Delivery) -> bool:
-        """Store ``attempt`` and move ``delivery`` to its new state, if its lease still holds.
+        """``record_attempts`` for one result."""
+        return (await self.record_attempts([(attempt, delivery)]))[0]
+
+    async def record_attempts(
+        self, results: Sequence[tuple[Attempt | None, Delivery]]
+    ) -> list[bool]:
+        """For each (attempt, delivery): move the delivery to its new state if its lease still
+        holds, and store the attempt; all in one transaction. Returns, per result, whether the
+        lease held.
 
         When the lease was lost (another worker owns the delivery now) the attempt is still
         stored, since the request really was made, but the delivery is left alone; when the
-        delivery is gone (its application or endpoint was deleted meanwhile) nothing is
-        stored. Both return False.
+        delivery is gone (its application or endpoint was deleted meanwhile) nothing is stored.
         """
+        if not results:
+            return []
+        ids = [d.id for _, d in results]
+        marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
         async with self.db.transaction() as conn:
-            changed = await conn.execute(
+            await conn.executemany(
                 "UPDATE delivery SET state = $2, attempts = $3, next_attempt_at = $4,"
                 " lease_until = NULL, leased_by = NULL, updated_at = $5, paced = FALSE"
                 " WHERE id = $1 AND state = 'sending' AND leased_by = $6",
-                delivery.id,
-                delivery.state.value,
-                delivery.attempts,
-                opt_to_us(delivery.next_attempt_at),
-                to_us(delivery.updated_at),
-                delivery.leased_by,
+                [
+                    (
+                        d.id,
+                        d.state.value,
+                        d.attempts,
+                        opt_to_us(d.next_attempt_at),
+                        to_us(d.updated_at),
+                        d.leased_by,
+                    )
+                    for _, d in results
+                ],
             )
-            if attempt is not None and (
-                changed == 1
-                or await conn.fetchrow("SELECT id FROM delivery WHERE id = $1", delivery.id)
-            ):
-                await conn.execute(_INSERT_ATTEMPT, *_attempt_values(attempt))
-        return changed == 1
+            # which updates took: ours carry our exact time and no lease any more
+            now = {
+                r["id"]: r
+                for r in await conn.fetch(
+                    f"SELECT id, state, leased_by, updated_at FROM delivery WHERE id IN ({marks})",
+                    *ids,
+                )
+            }
+            held = [
+                (row := now.get(d.id)) is not None
+                and row["leased_by"] is None
+                and row["state"] == d.state.value
+                and row["updated_at"] == to_us(d.updated_at)
+                for _, d in results
+            ]
+            attempts = [_attempt_values(a) for a, d in results if a is not None and d.id in now]
+            if attempts:
+                await conn.executemany(_INSERT_ATTEMPT, attempts)
+        return held
 
     # -- attempts ----------------------------------------------------------------------------
 

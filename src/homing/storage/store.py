@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from homing.storage.catalog import Catalog, hash_token
-from homing.storage.queue import BUSY_DELAY, DEFAULT_ENDPOINT_CAP, Queue
+from homing.storage.queue import DEFAULT_ENDPOINT_CAP, Queue
 
-__all__ = ["BUSY_DELAY", "DEFAULT_ENDPOINT_CAP", "Storage", "hash_token"]
+__all__ = ["DEFAULT_ENDPOINT_CAP", "Storage", "hash_token"]
 
 
 class Storage(Catalog, Queue):
