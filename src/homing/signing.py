@@ -13,6 +13,7 @@ sending.
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 import hashlib
 import hmac
@@ -55,6 +56,7 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(_KEY_BYTES)).decode("ascii")
 
 
+@functools.lru_cache(maxsize=4096)  # every delivery signs: parse each secret once
 def parse_secret(secret: str) -> bytes:
     """Return the HMAC key bytes of ``secret`` (``whsec_<base64>`` or bare base64).
 

@@ -13,7 +13,7 @@ import contextlib
 from homing.core.models import Attempt, Delivery
 from homing.storage import Storage
 
-DEFAULT_LINGER = 0.002  # seconds
+DEFAULT_LINGER = 0.001  # seconds
 DEFAULT_MAX_BATCH = 256
 
 

@@ -47,7 +47,7 @@ log = logging.getLogger("homing.worker")
 RECLAIM_INTERVAL = timedelta(seconds=5)
 DEFAULT_CONCURRENCY = 64
 DEFAULT_POLL_INTERVAL = 2.0
-CLAIM_LINGER = 0.005  # seconds to wait after a wake-up so that one claim serves several slots
+CLAIM_LINGER = 0.001  # seconds to wait after a wake-up so that one claim serves several slots
 
 
 def _utcnow() -> datetime:
