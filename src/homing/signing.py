@@ -13,8 +13,8 @@ sending.
 from __future__ import annotations
 
 import base64
-import functools
 import binascii
+import functools
 import hashlib
 import hmac
 import re

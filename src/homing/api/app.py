@@ -42,7 +42,8 @@ def create_app(
         limiter=RateLimiter(settings.api_rate_limit),
     )
     errors.install(app)
-    for module in (applications, endpoints, event_types, messages, attempts, auth):
+    # messages first: ingest is the hot path, and routes are matched in order
+    for module in (messages, applications, endpoints, event_types, attempts, auth):
         app.include_router(module.router)
 
     @app.get("/api/v1/health", status_code=204, tags=["Health"], operation_id="v1.health.get")

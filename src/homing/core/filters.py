@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from homing.core.models import Endpoint
 
@@ -15,8 +15,18 @@ def wants(endpoint: Endpoint, event_type: str, channels: Iterable[str] | None) -
     """
     if endpoint.disabled:
         return False
-    if endpoint.event_types and event_type not in endpoint.event_types:
+    return accepts(endpoint.event_types, endpoint.channels, event_type, channels)
+
+
+def accepts(
+    wanted_types: Collection[str] | None,
+    wanted_channels: Collection[str] | None,
+    event_type: str,
+    channels: Iterable[str] | None,
+) -> bool:
+    """``wants`` for an enabled endpoint given only its two filters."""
+    if wanted_types and event_type not in wanted_types:
         return False
-    if endpoint.channels:
-        return bool(set(endpoint.channels).intersection(channels or ()))
+    if wanted_channels:
+        return bool(set(wanted_channels).intersection(channels or ()))
     return True

@@ -48,7 +48,8 @@ def dump_opt(value: Any) -> str | None:
     return None if value is None else dump(list(value) if isinstance(value, tuple) else value)
 
 
-def _tuple(text: str | None) -> tuple[str, ...] | None:
+def tuple_of(text: str | None) -> tuple[str, ...] | None:
+    """A JSON list column as a tuple (None stays None)."""
     return None if text is None else tuple(json.loads(text))
 
 
@@ -89,8 +90,8 @@ def endpoint(row: Row, box: SecretBox | None = None) -> Endpoint:
         description=row["description"],
         rate_limit=row["rate_limit"],
         disabled=bool(row["disabled"]),
-        event_types=_tuple(row["event_types"]),
-        channels=_tuple(row["channels"]),
+        event_types=tuple_of(row["event_types"]),
+        channels=tuple_of(row["channels"]),
         secrets=secrets,
         headers=json.loads(row["headers"]),
         metadata=json.loads(row["metadata"]),
@@ -124,8 +125,8 @@ def message(row: Row) -> Message:
         event_type=row["event_type"],
         event_id=row["event_id"],
         payload=row["payload"],
-        channels=_tuple(row["channels"]),
-        tags=_tuple(row["tags"]),
+        channels=tuple_of(row["channels"]),
+        tags=tuple_of(row["tags"]),
         created_at=from_us(row["created_at"]),
     )
 
