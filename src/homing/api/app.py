@@ -9,6 +9,7 @@ from fastapi import FastAPI, Response
 
 from homing import __version__
 from homing.api import applications, attempts, auth, endpoints, errors, event_types, messages
+from homing.api.cache import EventTypeCache
 from homing.api.deps import Services
 from homing.api.limits import RateLimiter
 from homing.api.middleware import BodyLimit, Idempotency
@@ -40,6 +41,7 @@ def create_app(
         clock=clock,
         operational=Operational(settings.operational_app, storage, clock),
         limiter=RateLimiter(settings.api_rate_limit),
+        event_types=EventTypeCache(storage),
     )
     errors.install(app)
     # messages first: ingest is the hot path, and routes are matched in order

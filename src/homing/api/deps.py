@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
+from homing.api.cache import EventTypeCache
 from homing.api.errors import ApiError
 from homing.api.limits import RateLimiter
 from homing.config import Settings
@@ -28,6 +29,7 @@ class Services:
     clock: Callable[[], datetime]
     operational: Operational
     limiter: RateLimiter
+    event_types: EventTypeCache
 
 
 @dataclass(frozen=True, slots=True)

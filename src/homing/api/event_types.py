@@ -128,7 +128,9 @@ async def create_event_type(body: EventTypeIn, who: OrgCaller, svc: Svc) -> Even
         created_at=now,
         updated_at=now,
     )
-    return event_type_out(await svc.storage.create_event_type(et))
+    created = await svc.storage.create_event_type(et)
+    svc.event_types.forget(who.org_id, et.name)
+    return event_type_out(created)
 
 
 @router.get("/{event_type_name}", operation_id="v1.event-type.get")
@@ -160,7 +162,9 @@ async def update_event_type(
         retry_schedule=_tupled(body.retry_schedule),
         updated_at=svc.clock(),
     )
-    return event_type_out(await svc.storage.update_event_type(updated))
+    stored = await svc.storage.update_event_type(updated)
+    svc.event_types.forget(who.org_id, et.name)
+    return event_type_out(stored)
 
 
 @router.patch("/{event_type_name}", operation_id="v1.event-type.patch")
@@ -179,7 +183,9 @@ async def patch_event_type(
         changes["schemas"] = check_schemas(body.schemas)
     if "retry_schedule" in given:
         changes["retry_schedule"] = _tupled(body.retry_schedule)
-    return event_type_out(await svc.storage.update_event_type(replace(et, **changes)))
+    stored = await svc.storage.update_event_type(replace(et, **changes))
+    svc.event_types.forget(who.org_id, et.name)
+    return event_type_out(stored)
 
 
 @router.delete("/{event_type_name}", status_code=204, operation_id="v1.event-type.delete")
@@ -192,4 +198,5 @@ async def delete_event_type(
         await svc.storage.delete_event_type(who.org_id, et.name)
     else:
         await svc.storage.update_event_type(replace(et, archived=True, updated_at=svc.clock()))
+    svc.event_types.forget(who.org_id, et.name)
     return Response(status_code=204)

@@ -113,11 +113,7 @@ async def create_message(
 ) -> Response:
     """Store the message and its deliveries in one transaction; 202 means durable and queued."""
     payload = encode_payload(body.payload)
-    try:
-        et: EventType | None = await svc.storage.get_event_type(app.org_id, body.event_type)
-    except NotFoundError:
-        et = None
-    check_against_schema(et, body.payload)
+    check_against_schema(await svc.event_types.get(app.org_id, body.event_type), body.payload)
     now = svc.clock()
     msg = Message(
         id=new_id("msg"),
