@@ -634,3 +634,33 @@ async def test_ed25519_endpoint_is_signed_v1a(
     public = asymmetric.public_key(key)
     assert asymmetric.verify(public, message.id, stamp, request.body, header)
     assert not asymmetric.verify(public, message.id, stamp, request.body + b" ", header)
+
+
+async def test_hanging_endpoint_does_not_delay_a_healthy_one(
+    settings: Settings, storage: Storage, app: Application, receiver: Receiver
+) -> None:
+    """With a backlog for a hanging endpoint queued first, a healthy endpoint's messages are
+    still delivered at once: the hanging one only ever holds its own in-flight cap."""
+    receiver.reply("/stuck", hang(receiver))
+    stuck = await add_endpoint(storage, app, receiver.url("/stuck"), event_types=("stuck",))
+    healthy = await add_endpoint(storage, app, receiver.url("/ok"), event_types=("ok",))
+    for _ in range(40):
+        await add_message(storage, app, event_type="stuck")
+    fine = [await add_message(storage, app, event_type="ok") for _ in range(5)]
+    tuned = replace(settings, request_timeout=30.0, endpoint_concurrency=4)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker(tuned, storage).run(stop))
+    try:
+        async with asyncio.timeout(3):
+            while len(receiver.at("/ok")) < 5:
+                await asyncio.sleep(0.01)
+        assert len(receiver.at("/stuck")) == 4  # its cap, hanging; the rest wait their turn
+        for message in fine:
+            assert await state_of(storage, message, healthy) is DeliveryState.SUCCESS
+        stats = await storage.endpoint_stats(stuck.id, None, None)
+        assert stats[DeliveryState.SENDING] == 4
+    finally:
+        receiver.release.set()  # let the hanging answers through so the worker can stop
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
