@@ -1,4 +1,4 @@
-"""The ``homing`` command: serve | api | worker | migrate | token create."""
+"""The ``homing`` command: serve | api | worker | migrate | token create | token revoke."""
 
 from __future__ import annotations
 
@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         dest="token_command", required=True
     )
     create = token.add_parser("create", help="mint an organisation API token and print it")
+    token.add_parser(
+        "revoke",
+        help="revoke a token (read from standard input, so it stays out of the shell history)",
+    )
     create.add_argument(
         "--org", default=DEFAULT_ORG, help=f"organisation id (default {DEFAULT_ORG})"
     )
@@ -153,6 +157,14 @@ async def _migrate(settings: Settings) -> None:
         await storage.close()
 
 
+async def _revoke(settings: Settings, token: str) -> bool:
+    storage = await _open(settings, migrate=True)
+    try:
+        return await storage.revoke_token_value(token)
+    finally:
+        await storage.close()
+
+
 async def _token(settings: Settings, org: str) -> None:
     storage = await _open(settings, migrate=True)
     try:
@@ -174,6 +186,16 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+def _revoke_from_stdin(settings: Settings) -> int:
+    token = sys.stdin.readline().strip()
+    if not token:
+        print("homing: give the token to revoke on standard input", file=sys.stderr)
+        return 2
+    revoked = asyncio.run(_revoke(settings, token))
+    print("revoked" if revoked else "no such live token")
+    return 0 if revoked else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -190,8 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run(_serve(settings, with_api=False, with_worker=True, migrate=False))
         elif args.command == "migrate":
             _run(_migrate(settings))
-        else:
+        elif args.token_command == "create":
             _run(_token(settings, args.org))
+        else:
+            return _revoke_from_stdin(settings)
     except HomingError as exc:
         print(f"homing: {exc}", file=sys.stderr)
         return 2

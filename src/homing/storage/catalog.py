@@ -74,11 +74,21 @@ class Catalog(SqlBase):
         return Token(row["id"], row["org_id"], row["app_id"], rows.opt_from_us(row["expires_at"]))
 
     async def revoke_token(self, token_id: str) -> bool:
+        """Revoke the token with this id; True if it was live."""
         async with self.db.transaction() as conn:
-            return (
-                await conn.execute("UPDATE api_token SET revoked = TRUE WHERE id = $1", token_id)
-                == 1
+            changed = await conn.execute(
+                "UPDATE api_token SET revoked = TRUE WHERE id = $1 AND revoked = FALSE", token_id
             )
+        return changed == 1
+
+    async def revoke_token_value(self, token: str) -> bool:
+        """Revoke the token whose value is ``token``; True if it was live."""
+        async with self.db.transaction() as conn:
+            changed = await conn.execute(
+                "UPDATE api_token SET revoked = TRUE WHERE token_hash = $1 AND revoked = FALSE",
+                hash_token(token),
+            )
+        return changed == 1
 
     # -- applications ------------------------------------------------------------------------
 
