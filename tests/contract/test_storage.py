@@ -781,3 +781,44 @@ async def test_token_find_expire_revoke(storage: Storage) -> None:
 
     assert await storage.revoke_token(made.id) is True
     assert await storage.find_token("secret-a", NOW) is None
+
+
+async def test_resend_during_a_try_queues_the_delivery_again_after_it(storage: Storage) -> None:
+    """A resend asked for while the delivery is in flight is not lost: recording that try
+    leaves the delivery pending again, due at once, as a manual try with a fresh schedule."""
+    app, endpoint = await app_with_endpoint(storage)
+    msg = make_message(app)
+    await storage.create_message(msg)
+    [claimed] = await storage.claim_due(NOW + timedelta(seconds=1), 10, "w1", LEASE)
+    resent = await storage.resend(msg, endpoint, NOW + timedelta(seconds=2))
+    assert resent.state is DeliveryState.SENDING  # the try in flight goes on
+    done_at = NOW + timedelta(seconds=3)
+    succeeded = replace(claimed, state=DeliveryState.SUCCESS, attempts=1, updated_at=done_at)
+    assert await storage.record_attempt(None, succeeded)
+    after = await storage.get_delivery(msg.id, endpoint.id)
+    assert after is not None
+    assert (after.state, after.attempts, after.trigger) == (
+        DeliveryState.PENDING, 0, Trigger.MANUAL,
+    )  # fmt: skip
+    assert after.next_attempt_at == done_at
+    assert [d.id for d in await storage.claim_due(done_at, 10, "w2", LEASE)] == [after.id]
+
+
+async def test_resend_before_the_first_try_adds_a_try(storage: Storage) -> None:
+    """A resend of a delivery not yet tried does not merge with that first try: after the
+    first try is recorded, the delivery is queued again as a manual try."""
+    app, endpoint = await app_with_endpoint(storage)
+    msg = make_message(app)
+    await storage.create_message(msg)
+    await storage.resend(msg, endpoint, NOW)
+    [claimed] = await storage.claim_due(NOW + timedelta(seconds=1), 10, "w1", LEASE)
+    assert claimed.trigger is Trigger.SCHEDULED  # the first try is still the scheduled one
+    done_at = NOW + timedelta(seconds=2)
+    assert await storage.record_attempt(
+        None, replace(claimed, state=DeliveryState.SUCCESS, attempts=1, updated_at=done_at)
+    )
+    again = await storage.get_delivery(msg.id, endpoint.id)
+    assert again is not None
+    assert (again.state, again.trigger, again.next_attempt_at) == (
+        DeliveryState.PENDING, Trigger.MANUAL, done_at,
+    )  # fmt: skip

@@ -179,21 +179,34 @@ class Queue(SqlBase):
         return None if row is None else rows.delivery(row)
 
     async def resend(self, msg: Message, endpoint: Endpoint, now: datetime) -> Delivery:
-        """Queue ``msg`` for ``endpoint`` again now, as a manual try with a fresh schedule."""
+        """Send ``msg`` to ``endpoint`` again, as a manual try with a fresh schedule: now, when
+        its delivery is finished or waiting for a retry; right after the try that is in flight
+        or about to start otherwise (so a resend always adds a try)."""
         fresh = _new_delivery(msg, endpoint.id, Trigger.MANUAL, now)
         async with self.db.transaction() as conn:
-            changed = await conn.execute(
-                "UPDATE delivery SET state = 'pending', attempts = 0, trigger = $3, paced = FALSE,"
-                " next_attempt_at = $4, lease_until = NULL, leased_by = NULL, updated_at = $4"
-                " WHERE msg_id = $1 AND endpoint_id = $2 AND state <> 'sending'",
+            # locked, so a worker recording a try cannot change the state under our decision
+            current = await conn.fetchrow(
+                "SELECT id, state, attempts FROM delivery WHERE msg_id = $1 AND endpoint_id = $2"
+                + self.db.row_lock,
                 msg.id,
                 endpoint.id,
-                int(Trigger.MANUAL),
-                to_us(now),
             )
-            if changed == 0:  # no delivery yet (endpoint added later), or one in flight
+            if current is None:  # the endpoint was added after the message
                 await conn.execute(
                     _INSERT_DELIVERY + " ON CONFLICT DO NOTHING", *_delivery_values(fresh)
+                )
+            elif current["state"] == "sending" or (
+                current["state"] == "pending" and current["attempts"] == 0
+            ):  # a try is in flight or about to start: one more right after it
+                await conn.execute("UPDATE delivery SET resend = TRUE WHERE id = $1", current["id"])
+            else:
+                await conn.execute(
+                    "UPDATE delivery SET state = 'pending', attempts = 0, trigger = $2,"
+                    " paced = FALSE, next_attempt_at = $3, lease_until = NULL, leased_by = NULL,"
+                    " updated_at = $3, resend = FALSE WHERE id = $1",
+                    current["id"],
+                    int(Trigger.MANUAL),
+                    to_us(now),
                 )
             row = await conn.fetchrow(
                 "SELECT * FROM delivery WHERE msg_id = $1 AND endpoint_id = $2", msg.id, endpoint.id
@@ -370,7 +383,7 @@ class Queue(SqlBase):
         async with self.db.transaction() as conn:
             return await conn.execute(
                 "UPDATE delivery SET state = 'pending', next_attempt_at = $1, lease_until = NULL,"
-                " paced = FALSE, leased_by = NULL, updated_at = $1"
+                " paced = FALSE, resend = FALSE, leased_by = NULL, updated_at = $1"
                 " WHERE state = 'sending' AND lease_until <= $1",
                 to_us(now),
             )
@@ -396,9 +409,14 @@ class Queue(SqlBase):
         marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
         async with self.db.transaction() as conn:
             await conn.executemany(
-                "UPDATE delivery SET state = $2, attempts = $3, next_attempt_at = $4,"
-                " lease_until = NULL, leased_by = NULL, updated_at = $5, paced = FALSE"
-                " WHERE id = $1 AND state = 'sending' AND leased_by = $6",
+                # a resend asked for during this try queues the delivery again right away
+                "UPDATE delivery SET state = CASE WHEN resend THEN 'pending' ELSE $2 END,"
+                " attempts = CASE WHEN resend THEN 0 ELSE $3 END,"
+                f" trigger = CASE WHEN resend THEN {int(Trigger.MANUAL)} ELSE trigger END,"
+                " next_attempt_at = CASE WHEN resend THEN CAST($5 AS BIGINT)"
+                " ELSE CAST($4 AS BIGINT) END,"
+                " lease_until = NULL, leased_by = NULL, updated_at = $5, paced = FALSE,"
+                " resend = FALSE WHERE id = $1 AND state = 'sending' AND leased_by = $6",
                 [
                     (
                         d.id,
@@ -422,7 +440,6 @@ class Queue(SqlBase):
             held = [
                 (row := now.get(d.id)) is not None
                 and row["leased_by"] is None
-                and row["state"] == d.state.value
                 and row["updated_at"] == to_us(d.updated_at)
                 for _, d in results
             ]
