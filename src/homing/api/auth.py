@@ -40,7 +40,9 @@ async def app_portal_access(
     now = svc.clock()
     ttl = body.expiry if body.expiry is not None else svc.settings.portal_token_ttl
     token = PORTAL_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    await svc.storage.create_token(token, who.org_id, app.id, now, now + timedelta(seconds=ttl))
+    await svc.storage.create_token(
+        token, who.org_id, app.id, now, now + timedelta(seconds=ttl), read_only=bool(body.read_only)
+    )
     return AppPortalAccessOut(
         url=f"{svc.settings.base_url}/portal#app={app.id}&token={token}", token=token
     )

@@ -32,6 +32,10 @@ class Services:
     event_types: EventTypeCache
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOGOUT = "/api/v1/auth/logout"
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """The authenticated caller: an organisation, optionally narrowed to one application."""
@@ -39,6 +43,7 @@ class Caller:
     org_id: str
     app_id: str | None
     token_id: str
+    read_only: bool = False
 
 
 async def services(request: Request) -> Services:
@@ -67,8 +72,10 @@ async def caller(request: Request, svc: Svc) -> Caller:
         found = await svc.storage.find_token(token, svc.clock())
         if found is None:
             raise ApiError(401, "Invalid token.")
-        who = Caller(org_id=found.org_id, app_id=found.app_id, token_id=found.id)
+        who = Caller(found.org_id, found.app_id, found.id, found.read_only)
     svc.limiter.check(who.token_id)
+    if who.read_only and request.method not in READ_METHODS and request.url.path != LOGOUT:
+        raise ApiError(403, "This token is read-only.")
     return who
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import unquote_to_bytes
@@ -16,6 +17,9 @@ from homing.storage.base import StoredResponse
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _NOT_STORED = frozenset({401, 403, 429})  # answers that depend on the moment, not the request
+# answers that carry a secret (a rotated key, a portal token) are never stored: the key would
+# sit in plaintext in the database; a repeat then simply runs again
+_SECRET_ANSWERS = re.compile(r"/secret/rotate$|^/api/v1/auth/")
 IDEMPOTENCY_WAIT = 10.0
 
 
@@ -183,6 +187,8 @@ class Idempotency:
         except BaseException:
             await self.storage.idempotency_finish(key, None)
             raise
-        keep = status < 500 and status not in _NOT_STORED
+        keep = (
+            status < 500 and status not in _NOT_STORED and not _SECRET_ANSWERS.search(scope["path"])
+        )
         text = b"".join(body).decode("utf-8", "replace")
         await self.storage.idempotency_finish(key, StoredResponse(status, text) if keep else None)

@@ -48,16 +48,26 @@ class Recorder:
                 self._waiting[: self._max_batch],
                 self._waiting[self._max_batch :],
             )
-            try:
-                kept = await self._storage.record_attempts([(a, d) for a, d, _ in batch])
-            except Exception as exc:  # every send of the batch learns of it and logs it
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (*_, future), held in zip(batch, kept, strict=True):
-                if not future.done():
-                    future.set_result(held)
+            await self._write_batch(batch)
+
+    async def _write_batch(
+        self, batch: list[tuple[Attempt | None, Delivery, asyncio.Future[bool]]]
+    ) -> None:
+        """Write ``batch`` in one transaction; if that fails, each result on its own, so
+        that one result the database refuses cannot hold back the others."""
+        try:
+            kept = await self._storage.record_attempts([(a, d) for a, d, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                for item in batch:
+                    await self._write_batch([item])
+                return
+            if not batch[0][2].done():  # the send learns of it and logs it
+                batch[0][2].set_exception(exc)
+            return
+        for (*_, future), held in zip(batch, kept, strict=True):
+            if not future.done():
+                future.set_result(held)
 
     async def close(self) -> None:
         """Wait for the results already handed in to be written."""

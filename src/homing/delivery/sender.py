@@ -24,6 +24,7 @@ The transport is injectable: pass a ready ``aiohttp.ClientSession`` or a ``conne
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
@@ -210,6 +211,9 @@ def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | Non
     return None
 
 
+_URL = re.compile(r"(https?://[^/\s?#]*)[^\s]*", re.IGNORECASE)
+
+
 def describe(exc: BaseException, timeout: float) -> str:
     """A short text for the attempt record; never the URL (its query may hold a token)."""
     if isinstance(exc, TimeoutError):
@@ -221,7 +225,9 @@ def describe(exc: BaseException, timeout: float) -> str:
         return str(blocked)[:_MESSAGE_LIMIT]
     if isinstance(exc, aiohttp.ClientResponseError):  # its str() carries the URL
         return f"{type(exc).__name__}: {exc.message}"[:_MESSAGE_LIMIT]
-    return f"{type(exc).__name__}: {exc}"[:_MESSAGE_LIMIT]
+    # some aiohttp errors name the URL in their text: keep the host, drop path and query
+    text = _URL.sub(lambda m: m.group(1) + "…", str(exc))
+    return f"{type(exc).__name__}: {text}"[:_MESSAGE_LIMIT]
 
 
 async def _read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
@@ -326,7 +332,8 @@ class Sender:
             status=status,
             failure_class=failure,
             message=message,
-            body=body.decode("utf-8", errors="replace"),
+            # NUL is valid in a response but not in a PostgreSQL text column
+            body=body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
             duration_ms=_ms_since(started),
             retry_after=retry_after,
             request_headers=stored_headers,

@@ -45,6 +45,8 @@ from homing.storage import Storage
 log = logging.getLogger("homing.worker")
 
 RECLAIM_INTERVAL = timedelta(seconds=5)
+PURGE_INTERVAL = timedelta(minutes=10)
+IDEMPOTENCY_TTL = timedelta(hours=24)  # how long an Idempotency-Key answers the same
 DEFAULT_CONCURRENCY = 64
 DEFAULT_POLL_INTERVAL = 2.0
 CLAIM_LINGER = 0.001  # seconds to wait after a wake-up so that one claim serves several slots
@@ -74,7 +76,7 @@ def attempt_record(delivery: Delivery, url: str, outcome: Outcome, at: datetime)
         response_body=outcome.body,
         request_headers=outcome.request_headers,
         failure_class=outcome.failure_class,
-        failure_message=outcome.message or None,
+        failure_message=outcome.message.replace("\x00", "\ufffd") or None,
         duration_ms=outcome.duration_ms,
         trigger=delivery.trigger,
         created_at=at,
@@ -121,6 +123,7 @@ class Worker:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._reclaimed_at: datetime | None = None
+        self._purged_at: datetime | None = None
         self._soonest: datetime | None = None
 
     # -- the loops ---------------------------------------------------------------------------
@@ -254,6 +257,9 @@ class Worker:
                 log.warning(
                     "worker %s: %d expired leases returned to the queue", self.worker_id, count
                 )
+        if self._purged_at is None or now - self._purged_at >= PURGE_INTERVAL:
+            self._purged_at = now
+            await self._storage.purge_idempotency(now - IDEMPOTENCY_TTL)
         claimed = await self._storage.claim_due(
             now=now, limit=limit, worker=self.worker_id, lease=self._lease, cap=self._cap
         )

@@ -93,6 +93,7 @@ class Token:
     org_id: str
     app_id: str | None
     expires_at: datetime | None
+    read_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,18 +46,21 @@ class Catalog(SqlBase):
         app_id: str | None,
         now: datetime,
         expires_at: datetime | None,
+        read_only: bool = False,
     ) -> Token:
-        record = Token(id=new_id("tok"), org_id=org_id, app_id=app_id, expires_at=expires_at)
+        """Store ``token`` (hashed) for ``org_id``, narrowed to ``app_id`` when given."""
+        record = Token(new_id("tok"), org_id, app_id, expires_at, read_only)
         async with self.db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO api_token (id, org_id, app_id, token_hash, created_at, expires_at,"
-                " revoked) VALUES ($1, $2, $3, $4, $5, $6, FALSE)",
+                " revoked, read_only) VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7)",
                 record.id,
                 org_id,
                 app_id,
                 hash_token(token),
                 to_us(now),
                 opt_to_us(expires_at),
+                read_only,
             )
         return record
 
@@ -65,13 +68,14 @@ class Catalog(SqlBase):
         """The live token with this value, or None (expired and revoked tokens are None)."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT id, org_id, app_id, expires_at FROM api_token"
+                "SELECT id, org_id, app_id, expires_at, read_only FROM api_token"
                 " WHERE token_hash = $1 AND revoked = FALSE",
                 hash_token(token),
             )
         if row is None or (row["expires_at"] is not None and row["expires_at"] <= to_us(now)):
             return None
-        return Token(row["id"], row["org_id"], row["app_id"], rows.opt_from_us(row["expires_at"]))
+        expires_at = rows.opt_from_us(row["expires_at"])
+        return Token(row["id"], row["org_id"], row["app_id"], expires_at, bool(row["read_only"]))
 
     async def revoke_token(self, token_id: str) -> bool:
         """Revoke the token with this id; True if it was live."""
@@ -377,6 +381,13 @@ class Catalog(SqlBase):
                     to_us(now),
                     to_us(now - IDEMPOTENCY_STALE),
                 )
+            )
+
+    async def purge_idempotency(self, before: datetime) -> int:
+        """Forget idempotency keys reserved before ``before``; return how many."""
+        async with self.db.transaction() as conn:
+            return await conn.execute(
+                "DELETE FROM idempotency WHERE created_at < $1", to_us(before)
             )
 
     async def idempotency_finish(self, key: str, response: StoredResponse | None) -> None:
