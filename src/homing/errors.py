@@ -5,6 +5,7 @@ HomingError
  ├── StorageError           the database failed or refused
  │    ├── NotFoundError      no such object (in this organisation)
  │    ├── ConflictError      a unique key is taken (uid, eventId, event type name)
+ │    │    └── StaleWriteError  the row changed since it was read (optimistic write lost)
  │    └── MigrationError     migrations could not be applied
  ├── InvalidTransition      the delivery state machine was asked for a move it forbids
  ├── BlockedAddressError    (ssrf.py; also an OSError) a delivery target is not allowed
@@ -36,6 +37,10 @@ class NotFoundError(StorageError):
 
 class ConflictError(StorageError):
     """An object with this key already exists."""
+
+
+class StaleWriteError(ConflictError):
+    """The object changed since it was read; read it again and retry."""
 
 
 class MigrationError(StorageError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Depends, Response
 
 from homing import asymmetric
 from homing.api.deps import App, Paging, Svc, utc
-from homing.api.errors import InvalidInput
+from homing.api.errors import ApiError, InvalidInput
 from homing.api.messages import encode_payload, message_out, schema_version_key
 from homing.api.schemas import (
     HEADER_NAME,
@@ -35,7 +36,7 @@ from homing.api.schemas import (
 )
 from homing.core.keys import rotate
 from homing.core.models import Application, DeliveryState, Endpoint, EndpointSecret, Message
-from homing.errors import NotFoundError
+from homing.errors import NotFoundError, StaleWriteError
 from homing.ids import new_id
 from homing.operational import endpoint_data
 from homing.signing import generate_secret
@@ -83,6 +84,22 @@ def endpoint_out(ep: Endpoint) -> EndpointOut:
         created_at=ep.created_at,
         updated_at=ep.updated_at,
     )
+
+
+MAX_EDIT_TRIES = 5
+
+
+async def edit(svc: Svc, ep: Endpoint, change: Callable[[Endpoint], Endpoint]) -> Endpoint:
+    """Write ``change(ep)``; when someone else changed the endpoint meanwhile (a rotation,
+    the worker disabling it), apply ``change`` to a fresh read instead, so no write is lost.
+    Raises 409 if the endpoint keeps changing under us."""
+    current = ep
+    for _ in range(MAX_EDIT_TRIES):
+        try:
+            return await svc.storage.update_endpoint(change(current), previous=current)
+        except StaleWriteError:
+            current = await svc.storage.get_endpoint(ep.app_id, ep.id)
+    raise ApiError(409, "The endpoint is being changed concurrently; try again.")
 
 
 async def announce(svc: Svc, app: Application, event_type: str, ep: Endpoint) -> None:
@@ -186,20 +203,23 @@ async def update_endpoint(
         await announce(svc, app, "endpoint.created", fresh)
         return endpoint_out(fresh)
     check_https_only(svc, body.url)
-    updated = replace(
+    updated = await edit(
+        svc,
         ep,
-        url=body.url,
-        description=body.description,
-        uid=body.uid,
-        rate_limit=body.throttle_rate,
-        disabled=body.disabled,
-        event_types=_normalise(body.event_types),
-        channels=_normalise(body.channels),
-        metadata=body.metadata,
-        github_signature=body.github_signature,
-        updated_at=svc.clock(),
+        lambda current: replace(
+            current,
+            url=body.url,
+            description=body.description,
+            uid=body.uid,
+            rate_limit=body.throttle_rate,
+            disabled=body.disabled,
+            event_types=_normalise(body.event_types),
+            channels=_normalise(body.channels),
+            metadata=body.metadata,
+            github_signature=body.github_signature,
+            updated_at=svc.clock(),
+        ),
     )
-    await svc.storage.update_endpoint(updated)
     await announce(svc, app, "endpoint.updated", updated)
     return endpoint_out(updated)
 
@@ -227,9 +247,14 @@ async def patch_endpoint(app: App, ep: Ep, body: EndpointPatch, svc: Svc) -> End
         changes["event_types"] = _normalise(body.event_types)
     if "channels" in given:
         changes["channels"] = _normalise(body.channels)
-    if body.secret is not None:
-        changes["secrets"] = rotate(ep.secrets, body.secret, svc.clock(), DEFAULT_GRACE)
-    updated = await svc.storage.update_endpoint(replace(ep, **changes))  # type: ignore[arg-type]
+    secret = body.secret
+
+    def change(current: Endpoint) -> Endpoint:
+        if secret is not None:
+            changes["secrets"] = rotate(current.secrets, secret, svc.clock(), DEFAULT_GRACE)
+        return replace(current, **changes)  # type: ignore[arg-type]
+
+    updated = await edit(svc, ep, change)
     await announce(svc, app, "endpoint.updated", updated)
     return endpoint_out(updated)
 
@@ -274,8 +299,12 @@ async def rotate_secret(
         else DEFAULT_GRACE
     )
     now = svc.clock()
-    await svc.storage.update_endpoint(
-        replace(ep, secrets=rotate(ep.secrets, key, now, grace), updated_at=now)
+    await edit(
+        svc,
+        ep,
+        lambda current: replace(
+            current, secrets=rotate(current.secrets, key, now, grace), updated_at=now
+        ),
     )
     return EndpointSecretOut(key=shown_key(key))
 
@@ -294,7 +323,7 @@ async def get_headers(ep: Ep) -> EndpointHeadersOut:
 @router.put("/{endpoint_id}/headers", status_code=204, operation_id="v1.endpoint.update-headers")
 async def put_headers(ep: Ep, body: EndpointHeadersIn, svc: Svc) -> Response:
     headers = {k: v for k, v in check_headers(dict(body.headers)).items() if v is not None}
-    await svc.storage.update_endpoint(replace(ep, headers=headers, updated_at=svc.clock()))
+    await edit(svc, ep, lambda current: replace(current, headers=headers, updated_at=svc.clock()))
     return Response(status_code=204)
 
 
@@ -303,12 +332,14 @@ async def patch_headers(ep: Ep, body: EndpointHeadersPatchIn, svc: Svc) -> Respo
     """Merge headers; names in ``deleteHeaders`` or with a null value are removed."""
     removed = {n.lower() for n in body.delete_headers or ()}
     removed |= {n.lower() for n, v in body.headers.items() if v is None}
-    merged = {k: v for k, v in ep.headers.items() if k.lower() not in removed}
-    for name, value in check_headers(body.headers).items():
-        if value is not None:
-            merged = {k: v for k, v in merged.items() if k.lower() != name.lower()}
-            merged[name] = value
-    await svc.storage.update_endpoint(replace(ep, headers=merged, updated_at=svc.clock()))
+    added = {n: v for n, v in check_headers(body.headers).items() if v is not None}
+    removed |= {n.lower() for n in added}  # a new spelling replaces the old one
+
+    def change(current: Endpoint) -> Endpoint:
+        kept = {k: v for k, v in current.headers.items() if k.lower() not in removed}
+        return replace(current, headers={**kept, **added}, updated_at=svc.clock())
+
+    await edit(svc, ep, change)
     return Response(status_code=204)
 
 

@@ -16,7 +16,7 @@ from homing.core.models import (
     EventType,
 )
 from homing.crypto import SecretBox
-from homing.errors import ConflictError, NotFoundError
+from homing.errors import ConflictError, NotFoundError, StaleWriteError
 from homing.ids import new_id
 from homing.storage import rows
 from homing.storage.base import (
@@ -203,22 +203,35 @@ class Catalog(SqlBase):
                 conn, "SELECT * FROM endpoint WHERE app_id = $1", [app_id], req, self._endpoint
             )
 
-    async def update_endpoint(self, ep: Endpoint) -> Endpoint:
+    async def update_endpoint(self, ep: Endpoint, previous: Endpoint | None = None) -> Endpoint:
+        """Write ``ep``'s settings. With ``previous`` (the version ``ep`` was made from), only
+        if nobody changed the endpoint since: else ``StaleWriteError``, so concurrent edits
+        (a rotation, the worker disabling it) are never silently undone. Re-enabling an
+        endpoint gives it a fresh health window. Raises ``NotFoundError``, ``ConflictError``
+        (uid taken)."""
         values = _endpoint_values(ep, self.box)
+        guard = " AND updated_at = $15" if previous is not None else ""
+        extra = [to_us(previous.updated_at)] if previous is not None else []
         async with self.db.transaction() as conn:
             changed = await conn.execute(
                 "UPDATE endpoint SET uid = $3, url = $4, description = $5, rate_limit = $6,"
                 " disabled = $7, event_types = $8, channels = $9, secrets = $10, headers = $11,"
-                " metadata = $12, updated_at = $13, github_signature = $14 WHERE id = $1"
-                " AND NOT EXISTS (SELECT 1 FROM endpoint o WHERE o.app_id = $2 AND o.uid = $3"
-                " AND o.id <> $1)",
+                " metadata = $12, updated_at = $13, github_signature = $14,"
+                " failing_since = CASE WHEN disabled AND NOT $7 THEN NULL ELSE failing_since END"
+                f" WHERE id = $1{guard} AND NOT EXISTS (SELECT 1 FROM endpoint o"
+                " WHERE o.app_id = $2 AND o.uid = $3 AND o.id <> $1)",
                 ep.id,
                 ep.app_id,
                 *values[3:13],
                 values[14],
                 ep.github_signature,
+                *extra,
             )
         if changed != 1:
+            if previous is not None:
+                current = await self.get_endpoints([ep.id])
+                if ep.id in current and current[ep.id].updated_at != previous.updated_at:
+                    raise StaleWriteError()
             await self._missing_or_conflict("endpoint", ep.id, "Endpoint")
         return ep
 
