@@ -47,7 +47,7 @@ log = logging.getLogger("homing.worker")
 RECLAIM_INTERVAL = timedelta(seconds=5)
 PURGE_INTERVAL = timedelta(minutes=10)
 IDEMPOTENCY_TTL = timedelta(hours=24)  # how long an Idempotency-Key answers the same
-DEFAULT_CONCURRENCY = 64
+DEFAULT_CONCURRENCY = 256  # sends in flight; with the per-endpoint cap, room for slow endpoints
 DEFAULT_POLL_INTERVAL = 2.0
 CLAIM_LINGER = 0.001  # seconds to wait after a wake-up so that one claim serves several slots
 

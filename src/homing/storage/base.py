@@ -39,6 +39,8 @@ class Database(Protocol):
     #: appended to a SELECT that must lock its rows until commit (no-op on SQLite, which has
     #: one writer at a time anyway)
     row_lock: str
+    #: the same, passing over rows another transaction holds
+    row_lock_skip: str
     #: SQL function that returns a 1-based position of a substring (strpos / instr)
     find_function: str
 

@@ -64,6 +64,7 @@ class PostgresDatabase:
     dialect = "postgres"
     lock_clause = " FOR UPDATE SKIP LOCKED"
     row_lock = " FOR NO KEY UPDATE"
+    row_lock_skip = " FOR NO KEY UPDATE SKIP LOCKED"
     find_function = "strpos"
 
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:

@@ -36,7 +36,7 @@ from homing.storage.sqlbase import SqlBase
 DEFAULT_ENDPOINT_CAP = 16
 REPLAY_BATCH = 1000
 INSERT_CHUNK = 500  # rows per multi-row INSERT (13 parameters each; SQLite allows 32766)
-CLAIM_ROUNDS = 4  # windows read per claim at most
+CLAIM_ROUNDS = 8  # windows read per claim at most
 CLAIM_WINDOW = 4  # due rows looked at per delivery claimed, so a busy endpoint's surplus
 # can be set aside without starving the endpoints queued behind it
 
@@ -290,20 +290,32 @@ class Queue(SqlBase):
         next window, so a large backlog of one endpoint cannot hide the others behind it.
         """
         started: list[Delivery] = []
-        waiting: set[str] = set()
         async with self.db.transaction() as conn:
+            waiting = await self._endpoints_at_cap(conn, cap)
             for _ in range(CLAIM_ROUNDS):
                 window = limit * CLAIM_WINDOW
                 due = await self._due(conn, now, window, sorted(waiting))
                 if not due:
                     break
                 loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}))
-                plan = plan_claim(due, loads, now, limit - len(started), cap)
+                # endpoints another claimer holds right now are theirs to serve this moment
+                waiting |= {d.endpoint_id for d in due if d.endpoint_id not in loads}
+                mine = [d for d in due if d.endpoint_id in loads]
+                plan = plan_claim(mine, loads, now, limit - len(started), cap)
                 started += await self._apply(conn, plan, now, now + lease, worker)
-                waiting |= plan.held | {d.endpoint_id for d in due if d.delivery_id in plan.defer}
+                waiting |= plan.held | {d.endpoint_id for d in mine if d.delivery_id in plan.defer}
                 if len(started) >= limit or len(due) < window:
                     break
         return started
+
+    async def _endpoints_at_cap(self, conn: Connection, cap: int) -> set[str]:
+        """Endpoints with ``cap`` deliveries in flight: the claim reads past their backlog."""
+        found = await conn.fetch(
+            "SELECT endpoint_id FROM delivery WHERE state = 'sending'"
+            " GROUP BY endpoint_id HAVING COUNT(*) >= $1",
+            cap,
+        )
+        return {r["endpoint_id"] for r in found}
 
     async def _due(
         self, conn: Connection, now: datetime, window: int, skip_endpoints: Sequence[str]
@@ -355,12 +367,13 @@ class Queue(SqlBase):
     async def _endpoint_loads(
         self, conn: Connection, endpoint_ids: Sequence[str]
     ) -> dict[str, EndpointLoad]:
-        """In-flight counts and throttle state of these endpoints, their rows locked (in id
-        order, so concurrent claimers never deadlock) until the claim commits."""
+        """In-flight counts and throttle state of these endpoints, their rows locked until the
+        claim commits. Endpoints locked by another claimer are left out (``SKIP LOCKED``):
+        waiting for them could deadlock two claimers that lock in different rounds."""
         marks = ", ".join(f"${i}" for i in range(1, len(endpoint_ids) + 1))
         paces = await conn.fetch(
             f"SELECT id, rate_limit, next_send_at FROM endpoint WHERE id IN ({marks})"
-            " ORDER BY id" + self.db.row_lock,
+            " ORDER BY id" + self.db.row_lock_skip,
             *endpoint_ids,
         )
         running = await conn.fetch(

@@ -73,6 +73,7 @@ class SqliteDatabase:
     dialect = "sqlite"
     lock_clause = ""
     row_lock = ""
+    row_lock_skip = ""
     find_function = "instr"
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
