@@ -651,3 +651,44 @@ async def test_invalid_secret_is_refused_without_echo(api) -> None:
     )
     assert bad.status_code == 422
     assert too_long not in bad.text
+
+
+async def test_catastrophic_pattern_is_matched_in_linear_time(api) -> None:
+    """A schema pattern that makes backtracking engines explode (^(a+)+$) is checked quickly,
+    so no tenant can stall the process through its event types."""
+    import time
+
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}}
+    made = await api.post(
+        "/api/v1/event-type", json={"name": "redos", "description": "d", "schemas": {"1": schema}}
+    )
+    assert made.status_code == 201, made.text
+    app = (await api.post("/api/v1/app", json={"name": "redos"})).json()
+    started = time.monotonic()
+    refused = await api.post(
+        f"/api/v1/app/{app['id']}/msg",
+        json={"eventType": "redos", "payload": {"s": "a" * 5000 + "!"}},
+    )
+    assert refused.status_code == 422
+    assert time.monotonic() - started < 2.0
+    accepted = await api.post(
+        f"/api/v1/app/{app['id']}/msg", json={"eventType": "redos", "payload": {"s": "aaa"}}
+    )
+    assert accepted.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        ({"type": "string", "pattern": "(a)\\1"}, "backreferences"),
+        ({"properties": {"x": {"pattern": "(?=a)a"}}}, "lookaround"),
+        ({"$ref": "#"}, "itself"),
+    ],
+)
+async def test_schemas_that_cannot_run_safely_are_refused(api, schema, words) -> None:
+    """Patterns RE2 cannot run and $ref loops are refused when the event type is saved."""
+    response = await api.post(
+        "/api/v1/event-type", json={"name": "unsafe", "description": "d", "schemas": {"1": schema}}
+    )
+    assert response.status_code == 422, response.text
+    assert words in response.text

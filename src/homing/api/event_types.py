@@ -11,6 +11,7 @@ from fastapi import APIRouter, Response
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
+from homing import payload_schema
 from homing.api.deps import OrgCaller, Paging, Svc
 from homing.api.errors import InvalidInput
 from homing.api.schemas import (
@@ -45,7 +46,26 @@ def check_schemas(schemas: dict[str, Any] | None) -> dict[str, Any] | None:
                     f"$ref {ref[:200]!r} does not resolve inside the schema (Homing never"
                     " fetches schemas from elsewhere)",
                 )
+        check_runnable(schema, where)
     return schemas
+
+
+def check_runnable(schema: dict[str, Any], where: list[str | int]) -> None:
+    """Refuse what validates too slowly or never ends: regular expressions RE2 cannot run
+    (backreferences, lookaround), and ``$ref`` loops (found by a trial run)."""
+    unsupported = payload_schema.unsupported_patterns(schema)
+    if unsupported:
+        raise InvalidInput(
+            where,
+            f"pattern {unsupported[0][:200]!r} needs backreferences or lookaround, which"
+            " Homing does not run (it matches in linear time)",
+        )
+    try:
+        samples: tuple[Any, ...] = ({}, [], "", 0, None)
+        for sample in samples:
+            payload_schema.validator(schema).is_valid(sample)
+    except RecursionError:
+        raise InvalidInput(where, "refers to itself without end ($ref loop)") from None
 
 
 def refs(node: Any) -> Iterator[str]:

@@ -7,11 +7,12 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
+import re2
 from fastapi import APIRouter, Depends, Query, Response
 from jsonschema import ValidationError as SchemaValidationError
-from jsonschema.validators import validator_for
 from referencing.exceptions import Unresolvable
 
+from homing import payload_schema
 from homing.api.applications import create_or_get
 from homing.api.deps import AnyCaller, App, Paging, Svc, split_list, utc
 from homing.api.errors import ApiError, InvalidInput
@@ -68,12 +69,13 @@ def check_against_schema(et: EventType | None, payload: dict[str, Any]) -> None:
     schema = et.schemas[newest]
     try:
         errors = sorted(
-            validator_for(schema)(schema).iter_errors(payload), key=lambda e: list(e.path)
+            payload_schema.validator(schema).iter_errors(payload), key=lambda e: list(e.path)
         )
-    except Unresolvable as exc:
+    except (Unresolvable, RecursionError, re2.error) as exc:  # schemas saved before checks
         raise InvalidInput(
             ["body", "payload"],
-            f"cannot be checked: schema {newest} of {et.name!r} has a broken $ref ({exc})",
+            f"cannot be checked: schema {newest} of {et.name!r} is not usable"
+            f" ({type(exc).__name__})",
         ) from exc
     if errors:
         first: SchemaValidationError = errors[0]
