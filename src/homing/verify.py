@@ -260,7 +260,8 @@ class Webhook:
         return data
 
     def _digest(self, msg_id: str, timestamp: int, body: bytes) -> bytes:
-        signed = f"{msg_id}.{timestamp}.".encode() + body
+        # surrogateescape: servers decode odd header bytes that way; never a UnicodeError here
+        signed = f"{msg_id}.{timestamp}.".encode("utf-8", "surrogateescape") + body
         return hmac.new(self._key, signed, hashlib.sha256).digest()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from homing.errors import StorageError
+from homing.errors import ConflictError, StorageError
 from homing.storage.base import Row
 
 CHANNEL = "homing_work"
@@ -27,6 +27,14 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     anyway, is all the reset they need."""
 
 
+def _refused(exc: asyncpg.PostgresError, what: str) -> StorageError:
+    """A driver error in Homing's terms: a unique key taken is a ConflictError (two writers
+    raced past the same check), anything else a StorageError."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return ConflictError("An object with this key already exists.")
+    return StorageError(f"PostgreSQL refused {what}: {exc}")
+
+
 class PgConnection:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -35,7 +43,7 @@ class PgConnection:
         try:
             result: Sequence[Row] = await self._conn.fetch(sql, *args)
         except asyncpg.PostgresError as exc:
-            raise StorageError(f"PostgreSQL refused a query: {exc}") from exc
+            raise _refused(exc, "a query") from exc
         return result
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
@@ -46,7 +54,7 @@ class PgConnection:
         try:
             status: str = await self._conn.execute(sql, *args)
         except asyncpg.PostgresError as exc:
-            raise StorageError(f"PostgreSQL refused a statement: {exc}") from exc
+            raise _refused(exc, "a statement") from exc
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
@@ -54,7 +62,7 @@ class PgConnection:
         try:
             await self._conn.executemany(sql, args)
         except asyncpg.PostgresError as exc:
-            raise StorageError(f"PostgreSQL refused a statement: {exc}") from exc
+            raise _refused(exc, "a statement") from exc
 
     async def execute_script(self, script: str) -> None:
         await self._conn.execute(script)

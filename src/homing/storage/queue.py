@@ -258,11 +258,13 @@ class Queue(SqlBase):
     async def recover(
         self, endpoint_id: str, since: datetime, until: datetime | None, now: datetime
     ) -> int:
-        """Queue every failed delivery of the endpoint made in [since, until) again."""
+        """Queue every failed or canceled (the endpoint was disabled) delivery of the endpoint
+        made in [since, until) again."""
         args: list[Any] = [endpoint_id, to_us(since), to_us(now), int(Trigger.MANUAL)]
         sql = (
             "UPDATE delivery SET state = 'pending', attempts = 0, trigger = $4, paced = FALSE,"
-            " next_attempt_at = $3, updated_at = $3 WHERE endpoint_id = $1 AND state = 'failed'"
+            " next_attempt_at = $3, updated_at = $3 WHERE endpoint_id = $1"
+            " AND state IN ('failed', 'canceled')"
             " AND created_at >= $2"
         )
         if until is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiosqlite
 
-from homing.errors import StorageError
+from homing.errors import ConflictError, StorageError
 from homing.storage.base import Row
 
 _PARAM = re.compile(r"\$(\d+)")
@@ -26,6 +26,13 @@ _PARAM = re.compile(r"\$(\d+)")
 # aiosqlite logs every statement with its parameters at DEBUG: endpoint secrets and custom
 # header values would reach the logs of an operator who turns on debug logging.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
+def _refused(exc: sqlite3.Error, what: str) -> StorageError:
+    """A driver error in Homing's terms (see postgres._refused)."""
+    if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+        return ConflictError("An object with this key already exists.")
+    return StorageError(f"SQLite refused {what}: {exc}")
 
 
 def _sql(text: str) -> str:
@@ -41,7 +48,7 @@ class SqliteConnection:
             async with self._conn.execute(_sql(sql), args) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
-            raise StorageError(f"SQLite refused a query: {exc}") from exc
+            raise _refused(exc, "a query") from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         found = await self.fetch(sql, *args)
@@ -52,13 +59,13 @@ class SqliteConnection:
             async with self._conn.execute(_sql(sql), args) as cursor:
                 return cursor.rowcount
         except sqlite3.Error as exc:
-            raise StorageError(f"SQLite refused a statement: {exc}") from exc
+            raise _refused(exc, "a statement") from exc
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         try:
             await self._conn.executemany(_sql(sql), args)
         except sqlite3.Error as exc:
-            raise StorageError(f"SQLite refused a statement: {exc}") from exc
+            raise _refused(exc, "a statement") from exc
 
     async def execute_script(self, script: str) -> None:
         # executescript() would COMMIT first; run statement by statement inside our transaction
@@ -90,7 +97,7 @@ class SqliteDatabase:
             conn.row_factory = sqlite3.Row
             for pragma in (
                 "PRAGMA journal_mode=WAL",
-                "PRAGMA synchronous=NORMAL",
+                "PRAGMA synchronous=FULL",  # a 202 must survive a power cut, not only a crash
                 "PRAGMA foreign_keys=ON",
                 "PRAGMA busy_timeout=10000",
             ):
@@ -102,13 +109,20 @@ class SqliteDatabase:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteConnection]:
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                await self._conn.execute("BEGIN IMMEDIATE")
                 yield SqliteConnection(self._conn)
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                # Also when cancelled while BEGIN waited for the file lock: aiosqlite runs
+                # statements in order on its thread, so this ROLLBACK follows that BEGIN and
+                # the connection is never left inside a transaction.
+                await asyncio.shield(self._rollback())
                 raise
             await self._conn.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # "no transaction is active" is fine
+            await self._conn.execute("ROLLBACK")
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[SqliteConnection]:
