@@ -822,3 +822,20 @@ async def test_resend_before_the_first_try_adds_a_try(storage: Storage) -> None:
     assert (again.state, again.trigger, again.next_attempt_at) == (
         DeliveryState.PENDING, Trigger.MANUAL, done_at,
     )  # fmt: skip
+
+
+async def test_event_type_pages_walk_names_that_start_with_a_dash(storage: Storage) -> None:
+    """Event type names may begin with "-", which must not read as "walk backwards"."""
+    for name in ("-a", "-b", "c", "d"):
+        await storage.create_event_type(
+            EventType(ORG, name, "", False, False, None, None, NOW, NOW)
+        )
+    seen: list[str] = []
+    iterator: str | None = None
+    for _ in range(10):
+        page = await storage.list_event_types(ORG, PageRequest(limit=1, iterator=iterator), False)
+        seen += [et.name for et in page.items]
+        if page.done:
+            break
+        iterator = page.iterator
+    assert seen == ["-a", "-b", "c", "d"]

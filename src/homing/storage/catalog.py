@@ -346,7 +346,9 @@ class Catalog(SqlBase):
         if not include_archived:
             sql += " AND archived = FALSE"
         async with self.db.connection() as conn:
-            return await self._page(conn, sql, [org_id], req, rows.event_type, key="name")
+            return await self._page(
+                conn, sql, [org_id], req, rows.event_type, key="name", tag="name:"
+            )
 
     async def update_event_type(self, et: EventType) -> EventType:
         async with self.db.transaction() as conn:

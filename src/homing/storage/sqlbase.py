@@ -84,10 +84,17 @@ class SqlBase:
         req: PageRequest,
         convert: Callable[[Row], T],
         key: str = "id",
+        tag: str = "",
     ) -> Page[T]:
-        """Run ``select`` (which ends in a WHERE clause) one page at a time, keyed by ``key``."""
+        """Run ``select`` (which ends in a WHERE clause) one page at a time, keyed by ``key``.
+
+        Iterators are ``tag`` + the key of the last item, and ``-`` + ``tag`` + the key of the
+        first to walk back. A ``tag`` keeps keys that may begin with ``-`` (event type names)
+        from reading as "backwards"."""
         backwards = bool(req.iterator and req.iterator.startswith("-"))
         cursor = req.iterator[1:] if (backwards and req.iterator) else req.iterator
+        if cursor and tag:
+            cursor = cursor.removeprefix(tag)
         go_desc = req.descending != backwards
         params = list(args)
         sql = select
@@ -106,7 +113,7 @@ class SqlBase:
             return Page(items=[], iterator=req.iterator, prev_iterator=None, done=True)
         return Page(
             items=[convert(r) for r in found],
-            iterator=found[-1][field],
-            prev_iterator="-" + found[0][field],
+            iterator=tag + found[-1][field],
+            prev_iterator="-" + tag + found[0][field],
             done=not more,
         )
