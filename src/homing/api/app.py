@@ -10,7 +10,7 @@ from fastapi import FastAPI, Response
 from homing import __version__
 from homing.api import applications, attempts, auth, endpoints, errors, event_types, messages
 from homing.api.cache import EventTypeCache
-from homing.api.deps import Services
+from homing.api.deps import Services, authenticate
 from homing.api.limits import RateLimiter
 from homing.api.middleware import BodyLimit, Idempotency
 from homing.config import Settings
@@ -60,6 +60,11 @@ def create_app(
 
     app.include_router(ui_routes.router)
 
-    app.add_middleware(Idempotency, storage=storage, clock=clock)
+    services: Services = app.state.services
+
+    async def still_valid(token: str) -> bool:
+        return await authenticate(token, services) is not None
+
+    app.add_middleware(Idempotency, storage=storage, clock=clock, still_valid=still_valid)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -62,17 +62,22 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
-async def caller(request: Request, svc: Svc) -> Caller:
-    """Authenticate the bearer token, or raise 401."""
-    token = bearer(request)
+async def authenticate(token: str, svc: Services) -> Caller | None:
+    """Who ``token`` is: the bootstrap token, or a live stored token; None if neither."""
     boot = svc.settings.bootstrap_token
     if boot is not None and hmac.compare_digest(token.encode(), boot.reveal().encode()):
-        who = Caller(org_id=DEFAULT_ORG, app_id=None, token_id="bootstrap")
-    else:
-        found = await svc.storage.find_token(token, svc.clock())
-        if found is None:
-            raise ApiError(401, "Invalid token.")
-        who = Caller(found.org_id, found.app_id, found.id, found.read_only)
+        return Caller(org_id=DEFAULT_ORG, app_id=None, token_id="bootstrap")
+    found = await svc.storage.find_token(token, svc.clock())
+    if found is None:
+        return None
+    return Caller(found.org_id, found.app_id, found.id, found.read_only)
+
+
+async def caller(request: Request, svc: Svc) -> Caller:
+    """Authenticate the bearer token, or raise 401."""
+    who = await authenticate(bearer(request), svc)
+    if who is None:
+        raise ApiError(401, "Invalid token.")
     svc.limiter.check(who.token_id)
     if who.read_only and request.method not in READ_METHODS and request.url.path != LOGOUT:
         raise ApiError(403, "This token is read-only.")

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from urllib.parse import unquote_to_bytes
 
@@ -125,10 +125,17 @@ class Idempotency:
     first answer again. Concurrent repeats wait for the first to finish (race-safe: the key is
     reserved by a unique insert before the request runs)."""
 
-    def __init__(self, app: ASGIApp, storage: Storage, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        storage: Storage,
+        clock: Callable[[], datetime],
+        still_valid: Callable[[str], Awaitable[bool]],
+    ) -> None:
         self.app = app
         self.storage = storage
         self.clock = clock
+        self.still_valid = still_valid  # is this Authorization header's token still good?
 
     @staticmethod
     def _key(scope: Scope) -> str | None:
@@ -163,12 +170,22 @@ class Idempotency:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+        if isinstance(state, StoredResponse) and not await self._authorized(scope):
+            await self.app(scope, receive, send)  # answers 401 itself; the stored answer stays
+            return
         if isinstance(state, StoredResponse):
             await _send_json(
                 send, state.status_code, state.body.encode(), ((b"idempotent-replayed", b"true"),)
             )
             return
         await self._run(key, scope, receive, send)
+
+    async def _authorized(self, scope: Scope) -> bool:
+        """A stored answer is only given again to a token that is still valid (not revoked
+        or expired since)."""
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        return scheme.lower() == "bearer" and bool(token) and await self.still_valid(token.strip())
 
     async def _run(self, key: str, scope: Scope, receive: Receive, send: Send) -> None:
         status = 500
