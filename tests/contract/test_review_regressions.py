@@ -150,7 +150,7 @@ async def test_recorder_retries_a_refused_batch_one_result_at_a_time(storage: St
     )
     await recorder.close()
 
-    assert results[0] is True and results[2] is True
+    assert results[0] is DeliveryState.SUCCESS and results[2] is DeliveryState.SUCCESS
     assert isinstance(results[1], StorageError)
     assert refusing.batches == [
         [good_one.id, bad.id, good_two.id], [good_one.id], [bad.id], [good_two.id],

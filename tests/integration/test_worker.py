@@ -664,3 +664,31 @@ async def test_hanging_endpoint_does_not_delay_a_healthy_one(
         stop.set()
         async with asyncio.timeout(10):
             await task
+
+
+async def test_resend_during_the_last_try_is_not_reported_as_exhausted(
+    settings: Settings, storage: Storage, app: Application, receiver: Receiver
+) -> None:
+    """When a resend arrives during a delivery's last try and that try fails, the delivery is
+    tried again instead of ending: it is not counted as exhausted against the endpoint."""
+    receiver.reply("/hook", after(0.3, status(500)), hang(receiver))
+    endpoint = await add_endpoint(storage, app, receiver.url())
+    message = await add_message(storage, app)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker(replace(settings, retry_schedule=()), storage).run(stop))
+    try:
+        async with asyncio.timeout(3):
+            while not receiver.seen:
+                await asyncio.sleep(0.01)
+        await storage.resend(message, endpoint, datetime.now(UTC))
+        async with asyncio.timeout(3):
+            while len(receiver.seen) < 2:  # the resend's try, which hangs
+                await asyncio.sleep(0.01)
+        assert [a.response_status for a in await attempts_of(storage, message)] == [500]
+        assert (await storage.get_endpoint(app.id, endpoint.id)).failing_since is None
+        assert await state_of(storage, message, endpoint) is DeliveryState.SENDING
+    finally:
+        receiver.release.set()
+        stop.set()
+        async with asyncio.timeout(10):
+            await task

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from homing.core.models import Attempt, Delivery
+from homing.core.models import Attempt, Delivery, DeliveryState
 from homing.storage import Storage
 
 DEFAULT_LINGER = 0.001  # seconds
@@ -24,14 +24,16 @@ class Recorder:
         self._storage = storage
         self._linger = linger
         self._max_batch = max_batch
-        self._waiting: list[tuple[Attempt | None, Delivery, asyncio.Future[bool]]] = []
+        self._waiting: list[
+            tuple[Attempt | None, Delivery, asyncio.Future[DeliveryState | None]]
+        ] = []
         self._full = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
-    async def record(self, attempt: Attempt | None, delivery: Delivery) -> bool:
-        """Write ``attempt`` and ``delivery``'s new state (see ``Storage.record_attempts``);
-        True when the lease held. Raises what the storage raised for the batch."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def record(self, attempt: Attempt | None, delivery: Delivery) -> DeliveryState | None:
+        """Write ``attempt`` and ``delivery``'s new state (see ``Storage.record_attempts``):
+        the state stored, or None when the lease was lost. Raises what the storage raised."""
+        future: asyncio.Future[DeliveryState | None] = asyncio.get_running_loop().create_future()
         self._waiting.append((attempt, delivery, future))
         if len(self._waiting) >= self._max_batch:
             self._full.set()
@@ -51,7 +53,7 @@ class Recorder:
             await self._write_batch(batch)
 
     async def _write_batch(
-        self, batch: list[tuple[Attempt | None, Delivery, asyncio.Future[bool]]]
+        self, batch: list[tuple[Attempt | None, Delivery, asyncio.Future[DeliveryState | None]]]
     ) -> None:
         """Write ``batch`` in one transaction; if that fails, each result on its own, so
         that one result the database refuses cannot hold back the others."""

@@ -307,9 +307,12 @@ class Worker:
         next_at = next_attempt_at(policy, delivery.attempts + 1, outcome, done_at, self._rng)
         moved = transition(delivery, outcome, done_at, next_at)
         attempt = attempt_record(delivery, endpoint.url, outcome, done_at)
-        if not await self._recorder.record(attempt, moved):
+        stored = await self._recorder.record(attempt, moved)
+        if stored is None:
             log.warning("delivery %s: lease lost; another worker owns it now", delivery.id)
             return
+        if stored is not moved.state:  # a resend queued it again: it is not over
+            moved = replace(moved, state=stored, next_attempt_at=done_at)
         await self._health.after(delivery, moved, attempt, endpoint, message)
         if not is_success(outcome):
             log.info(

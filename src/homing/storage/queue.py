@@ -404,15 +404,16 @@ class Queue(SqlBase):
             )
 
     async def record_attempt(self, attempt: Attempt | None, delivery: Delivery) -> bool:
-        """``record_attempts`` for one result."""
-        return (await self.record_attempts([(attempt, delivery)]))[0]
+        """``record_attempts`` for one result: True when the lease held."""
+        return (await self.record_attempts([(attempt, delivery)]))[0] is not None
 
     async def record_attempts(
         self, results: Sequence[tuple[Attempt | None, Delivery]]
-    ) -> list[bool]:
+    ) -> list[DeliveryState | None]:
         """For each (attempt, delivery): move the delivery to its new state if its lease still
-        holds, and store the attempt; all in one transaction. Returns, per result, whether the
-        lease held.
+        holds, and store the attempt; all in one transaction. Returns, per result, None when
+        the lease was lost, else the state now stored: the delivery's new state, or pending
+        when a resend asked during the try queued it again.
 
         When the lease was lost (another worker owns the delivery now) the attempt is still
         stored, since the request really was made, but the delivery is left alone; when the
@@ -453,9 +454,11 @@ class Queue(SqlBase):
                 )
             }
             held = [
-                (row := now.get(d.id)) is not None
+                DeliveryState(row["state"])
+                if (row := now.get(d.id)) is not None
                 and row["leased_by"] is None
                 and row["updated_at"] == to_us(d.updated_at)
+                else None
                 for _, d in results
             ]
             attempts = [_attempt_values(a) for a, d in results if a is not None and d.id in now]
