@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -71,7 +71,7 @@ class Application:
 class EndpointSecret:
     """One signing key; ``expires_at`` is set on keys kept alive after a rotation."""
 
-    key: str
+    key: str = field(repr=False)  # never in logs or tracebacks
     expires_at: datetime | None = None
 
 
@@ -87,8 +87,8 @@ class Endpoint:
     disabled: bool
     event_types: tuple[str, ...] | None
     channels: tuple[str, ...] | None
-    secrets: tuple[EndpointSecret, ...]
-    headers: dict[str, str]
+    secrets: tuple[EndpointSecret, ...] = field(repr=False)
+    headers: dict[str, str] = field(repr=False)  # may carry credentials
     metadata: dict[str, str]
     created_at: datetime
     updated_at: datetime
