@@ -42,7 +42,7 @@ import asyncpg
 from homing import __version__
 from homing.config import Settings
 from homing.core.models import Application, Endpoint, EndpointSecret, Message
-from homing.delivery.worker import DEFAULT_CONCURRENCY, Worker
+from homing.delivery.worker import Worker
 from homing.ids import new_id
 from homing.signing import generate_secret
 from homing.storage import Storage, open_storage
@@ -303,7 +303,7 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"homing {__version__} delivery benchmark: {args.deliveries} deliveries, "
         f"{args.endpoints} endpoints, {args.payload_bytes}-byte bodies, worker concurrency "
-        f"{DEFAULT_CONCURRENCY}, per-endpoint cap {Settings().endpoint_concurrency}, raw "
+        f"{Settings().worker_concurrency}, per-endpoint cap {Settings().endpoint_concurrency}, raw "
         f"concurrency {args.concurrency}; Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, receiver: aiohttp.web in another process"
     )
@@ -350,7 +350,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=20000)
     parser.add_argument("--endpoints", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument("--concurrency", type=int, default=Settings().worker_concurrency)
     parser.add_argument("--payload-bytes", type=int, default=256)
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--phase-timeout", type=float, default=600.0)

@@ -60,7 +60,9 @@ class Settings:
     proxy: Secret | None = None
     # encrypts endpoint secrets at rest (keep it: without it they cannot be read back)
     main_secret: Secret | None = None
-    # delivery: in flight per endpoint at most; a lease is request_timeout + lease_margin
+    # delivery: sends in flight per worker, and per endpoint across all workers (so a few slow
+    # endpoints leave room for the rest); a lease is request_timeout + lease_margin
+    worker_concurrency: int = 256
     endpoint_concurrency: int = 16
     lease_margin: float = 30.0
     # endpoint health: disable an endpoint whose deliveries have failed for this long
@@ -168,8 +170,8 @@ def _validate(settings: Settings) -> Settings:
         raise ConfigError("retry_schedule: delays must not be negative")
     if settings.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes: must be at least 1024")
-    if settings.endpoint_concurrency < 1:
-        raise ConfigError("endpoint_concurrency: must be at least 1")
+    if settings.endpoint_concurrency < 1 or settings.worker_concurrency < 1:
+        raise ConfigError("worker_concurrency and endpoint_concurrency: must be at least 1")
     if not (math.isfinite(settings.lease_margin) and settings.lease_margin >= 1):
         raise ConfigError("lease_margin: must be at least 1 second")
     if settings.log_level.lower() not in LOG_LEVELS:

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from homing.delivery.worker import DEFAULT_CONCURRENCY
-
 from .conftest import HomingProcess, stop_homing
 from .receiver import (
     Api,
@@ -189,6 +187,9 @@ def test_serve_killed_mid_send_redelivers_everything_sqlite(
     assert "expired leases returned to the queue" in running[-1].stderr()
 
 
+PER_WORKER = 64  # sends in flight per worker here: two workers hold 128 of the 300 at once
+
+
 def test_two_workers_deliver_each_message_exactly_once(
     fresh_pg_url: str, hooks: ScriptedReceiver, running: list[HomingProcess], tmp_path: Path
 ) -> None:
@@ -199,7 +200,7 @@ def test_two_workers_deliver_each_message_exactly_once(
     token = new_token()
     # a timeout far longer than any request is held; no per-endpoint cap below what two
     # workers send at once (the cap counts across workers)
-    settings = _settings(10, token, ENDPOINT_CONCURRENCY="1000")
+    settings = _settings(10, token, ENDPOINT_CONCURRENCY="1000", WORKER_CONCURRENCY=str(PER_WORKER))
     api_process = launch("api", fresh_pg_url, tmp_path, settings)
     running.append(api_process)
     api = Api(api_process.base_url, token)
@@ -211,10 +212,10 @@ def test_two_workers_deliver_each_message_exactly_once(
     started = time.monotonic()
     running.append(launch("worker", fresh_pg_url, tmp_path, settings))
     # the receiver holds every request, so the first worker fills its slots and stops there
-    hooks.wait_for("/gated", DEFAULT_CONCURRENCY, timeout=15)
+    hooks.wait_for("/gated", PER_WORKER, timeout=15)
     running.append(launch("worker", fresh_pg_url, tmp_path, settings))
     # more requests in flight than one worker ever sends at once: the second one works too
-    hooks.wait_for("/gated", 2 * DEFAULT_CONCURRENCY, timeout=15)
+    hooks.wait_for("/gated", 2 * PER_WORKER, timeout=15)
     hooks.open_gate()
     eventually(
         lambda: True if not missing(acked, hooks.webhook_ids()) else None,

@@ -47,7 +47,6 @@ log = logging.getLogger("homing.worker")
 RECLAIM_INTERVAL = timedelta(seconds=5)
 PURGE_INTERVAL = timedelta(minutes=10)
 IDEMPOTENCY_TTL = timedelta(hours=24)  # how long an Idempotency-Key answers the same
-DEFAULT_CONCURRENCY = 256  # sends in flight; with the per-endpoint cap, room for slow endpoints
 DEFAULT_POLL_INTERVAL = 2.0
 CLAIM_LINGER = 0.001  # seconds to wait after a wake-up so that one claim serves several slots
 
@@ -99,7 +98,7 @@ class Worker:
         rng: Rng | None = None,
         worker_id: str | None = None,
         *,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         self.worker_id = worker_id or default_worker_id()
@@ -118,7 +117,7 @@ class Worker:
             Operational(settings.operational_app, storage, self._clock),
             timedelta(seconds=settings.disable_after),
         )
-        self._concurrency = concurrency
+        self._concurrency = concurrency or settings.worker_concurrency
         self._poll_interval = poll_interval
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
