@@ -25,6 +25,8 @@ from homing.api.app import create_app
 from homing.config import Secret, Settings
 from homing.storage import open_storage
 
+from .receiver import Receiver, running_receiver
+
 TOKEN = "tok"
 BASE_URL = "http://homing.test"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -80,3 +82,10 @@ def any_api(request: pytest.FixtureRequest) -> httpx.AsyncClient:
     name = "api" if request.param == "sqlite" else "pg_api"
     client: httpx.AsyncClient = request.getfixturevalue(name)
     return client
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A scripted receiver on an ephemeral 127.0.0.1 port (see receiver.py)."""
+    async with running_receiver() as recv:
+        yield recv

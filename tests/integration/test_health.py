@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from homing import signing, verify
 from homing.config import Settings
@@ -38,32 +37,13 @@ from homing.storage import Storage, open_storage
 from homing.storage.base import AttemptFilter, MessageFilter, PageRequest
 
 from .conftest import sqlite_url
-from .test_worker import Receiver, status
+from .receiver import Receiver, status
 
 OPS_UID = "ops"
 SHOP_ORG = "org_shop"
 CUSTOMER_SECRET = signing.generate_secret()
 OPS_SECRET = signing.generate_secret()
 ApiFactory = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """A scripted receiver on an ephemeral 127.0.0.1 port (every path answers 200 unless
-    scripted)."""
-    recv = Receiver()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", recv.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    recv.port = runner.addresses[0][1]
-    try:
-        yield recv
-    finally:
-        recv.release.set()
-        await runner.cleanup()
 
 
 @pytest.fixture

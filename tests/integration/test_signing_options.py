@@ -14,34 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from homing import signing
 from homing.delivery.worker import Worker
 from homing.storage.base import AttemptFilter, PageRequest
 from homing.verify import Webhook, WebhookVerificationError, verify_github
 
-from .test_worker import Receiver, Seen
+from .receiver import Receiver, Seen
 
 APP = "signing"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """A recording receiver on an ephemeral 127.0.0.1 port that answers 200."""
-    recv = Receiver()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", recv.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    recv.port = runner.addresses[0][1]
-    try:
-        yield recv
-    finally:
-        recv.release.set()
-        await runner.cleanup()
 
 
 @pytest.fixture
