@@ -237,12 +237,7 @@ class Catalog(SqlBase):
 
     async def get_endpoints(self, ids: Sequence[str]) -> dict[str, Endpoint]:
         """The endpoints with these ids (missing ones are left out), by id."""
-        if not ids:
-            return {}
-        marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
-        async with self.db.connection() as conn:
-            found = await conn.fetch(f"SELECT * FROM endpoint WHERE id IN ({marks})", *ids)
-        return {r["id"]: self._endpoint(r) for r in found}
+        return await self._by_ids("endpoint", ids, self._endpoint)
 
     async def disable_endpoint(self, endpoint_id: str, now: datetime) -> bool:
         """Disable the endpoint; True if it was enabled (so this call disabled it)."""

@@ -524,12 +524,8 @@ class Queue(SqlBase):
             await conn.execute("UPDATE attempt SET response_body = '' WHERE id = $1", attempt_id)
 
     async def get_messages(self, ids: Sequence[str]) -> dict[str, Message]:
-        if not ids:
-            return {}
-        marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
-        async with self.db.connection() as conn:
-            found = await conn.fetch(f"SELECT * FROM message WHERE id IN ({marks})", *ids)
-        return {r["id"]: rows.message(r) for r in found}
+        """The messages with these ids (missing ones are left out), by id."""
+        return await self._by_ids("message", ids, rows.message)
 
 
 _DELIVERY_COLUMNS = (

@@ -35,6 +35,17 @@ class SqlBase:
         self.db = db
         self.box = box  # encrypts endpoint secrets at rest when set
 
+    async def _by_ids(
+        self, table: str, ids: Sequence[str], convert: Callable[[Row], T]
+    ) -> dict[str, T]:
+        """Rows of ``table`` with these ids, converted, by id (one query)."""
+        if not ids:
+            return {}
+        marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
+        async with self.db.connection() as conn:
+            found = await conn.fetch(f"SELECT * FROM {table} WHERE id IN ({marks})", *ids)
+        return {r["id"]: convert(r) for r in found}
+
     def _endpoint(self, row: Row) -> Endpoint:
         return rows.endpoint(row, self.box)
 
