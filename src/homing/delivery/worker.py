@@ -48,6 +48,9 @@ RECLAIM_INTERVAL = timedelta(seconds=5)
 PURGE_INTERVAL = timedelta(minutes=10)
 IDEMPOTENCY_TTL = timedelta(hours=24)  # how long an Idempotency-Key answers the same
 DEFAULT_POLL_INTERVAL = 2.0
+# deliveries asked for per claim: more slots than can start (endpoints at their cap) would
+# only make each claim read and lock rows for nothing; the next claim is a moment away
+CLAIM_BATCH = 64
 CLAIM_LINGER = 0.001  # seconds to wait after a wake-up so that one claim serves several slots
 
 
@@ -151,7 +154,7 @@ class Worker:
             await asyncio.sleep(CLAIM_LINGER)  # let a few more finish: fewer, larger claims
             return
         try:
-            claimed, messages, endpoints = await self._claim(free)
+            claimed, messages, endpoints = await self._claim(min(free, CLAIM_BATCH))
         except Exception:
             log.exception("worker %s: claiming failed; retrying soon", self.worker_id)
             await self._pause(stop, self._poll_interval, None)
@@ -164,7 +167,7 @@ class Worker:
             )
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
-        if len(claimed) < free:  # nothing more is due now: sleep until there may be
+        if len(claimed) < min(free, CLAIM_BATCH):  # nothing more is due now: sleep until then
             timeout = self._idle_timeout()
             await self._pause(stop, timeout, self._more_work(timeout))
             await asyncio.sleep(CLAIM_LINGER)

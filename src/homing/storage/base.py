@@ -34,8 +34,6 @@ class Database(Protocol):
     """What a dialect adapter gives the shared SQL storage."""
 
     dialect: str
-    #: appended to the claim sub-select (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)
-    lock_clause: str
     #: appended to a SELECT that must lock its rows until commit (no-op on SQLite, which has
     #: one writer at a time anyway)
     row_lock: str

@@ -70,7 +70,6 @@ class PgConnection:
 
 class PostgresDatabase:
     dialect = "postgres"
-    lock_clause = " FOR UPDATE SKIP LOCKED"
     row_lock = " FOR NO KEY UPDATE"
     row_lock_skip = " FOR NO KEY UPDATE SKIP LOCKED"
     find_function = "strpos"

@@ -37,8 +37,11 @@ DEFAULT_ENDPOINT_CAP = 16
 REPLAY_BATCH = 1000
 INSERT_CHUNK = 500  # rows per multi-row INSERT (13 parameters each; SQLite allows 32766)
 CLAIM_ROUNDS = 8  # windows read per claim at most
-CLAIM_WINDOW = 4  # due rows looked at per delivery claimed, so a busy endpoint's surplus
-# can be set aside without starving the endpoints queued behind it
+MIN_SCAN = 64  # rows per window at least, so that a claim for a few still looks around
+# Due rows read (and locked) per delivery still wanted, in one round: every row read is
+# locked, so reading more than can start is work for nothing. Endpoints a round finds busy
+# are left out of the next round, so their backlog cannot hide the endpoints behind it.
+CLAIM_WINDOW = 1
 
 
 class Queue(SqlBase):
@@ -288,30 +291,56 @@ class Queue(SqlBase):
         each endpoint under ``cap`` in flight and under its throttleRate (see core.pacing):
         what may not start yet is rescheduled in the same transaction.
 
-        The queue is read a window at a time; an endpoint that had to wait is left out of the
-        next window, so a large backlog of one endpoint cannot hide the others behind it.
+        The due queue is read in bounded windows: the first from its head (oldest first),
+        the next ones from where the previous claim of this process stopped, wrapping at the
+        end. Every claim costs a bounded amount of work however long one endpoint's backlog
+        is, and the deliveries queued behind a busy endpoint's backlog are still reached.
         """
         started: list[Delivery] = []
         async with self.db.transaction() as conn:
             waiting = await self._endpoints_at_cap(conn, cap)
-            for _ in range(CLAIM_ROUNDS):
-                window = limit * CLAIM_WINDOW
-                due = await self._due(conn, now, window, sorted(waiting))
-                if not due:
-                    break
-                loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}))
-                # endpoints another claimer holds right now are theirs to serve this moment
-                waiting |= {d.endpoint_id for d in due if d.endpoint_id not in loads}
-                mine = [d for d in due if d.endpoint_id in loads]
-                plan = plan_claim(mine, loads, now, limit - len(started), cap)
-                started += await self._apply(conn, plan, now, now + lease, worker)
-                waiting |= plan.held | {d.endpoint_id for d in mine if d.delivery_id in plan.defer}
-                if len(started) >= limit or len(due) < window:
+            after: tuple[int, str] | None = None
+            for round_no in range(CLAIM_ROUNDS):
+                if round_no == 1 and self._scan_cursor is not None:
+                    after = max(after, self._scan_cursor) if after else self._scan_cursor
+                window = max(limit - len(started), MIN_SCAN) * CLAIM_WINDOW
+                rows, last = await self._due(conn, now, window, after)
+                at_end = len(rows) < window
+                after = last or after
+                if round_no > 0:
+                    self._scan_cursor = None if at_end else after
+                started += await self._start(conn, rows, waiting, now, limit - len(started),
+                                             cap, lease, worker)  # fmt: skip
+                if len(started) >= limit or at_end:
                     break
         return started
 
+    async def _start(
+        self,
+        conn: Connection,
+        rows: list[Due],
+        waiting: set[str],
+        now: datetime,
+        limit: int,
+        cap: int,
+        lease: timedelta,
+        worker: str,
+    ) -> list[Delivery]:
+        """Plan and write the start of what ``rows`` allows; add endpoints that must wait to
+        ``waiting`` (it is updated in place)."""
+        due = [d for d in rows if d.endpoint_id not in waiting]
+        if not due or limit <= 0:
+            return []
+        loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}))
+        # endpoints another claimer holds right now are theirs to serve this moment
+        waiting |= {d.endpoint_id for d in due if d.endpoint_id not in loads}
+        mine = [d for d in due if d.endpoint_id in loads]
+        plan = plan_claim(mine, loads, now, limit, cap)
+        waiting |= plan.held | {d.endpoint_id for d in mine if d.delivery_id in plan.defer}
+        return await self._apply(conn, plan, now, now + lease, worker)
+
     async def _endpoints_at_cap(self, conn: Connection, cap: int) -> set[str]:
-        """Endpoints with ``cap`` deliveries in flight: the claim reads past their backlog."""
+        """Endpoints with ``cap`` deliveries in flight: the claim passes over their rows."""
         found = await conn.fetch(
             "SELECT endpoint_id FROM delivery WHERE state = 'sending'"
             " GROUP BY endpoint_id HAVING COUNT(*) >= $1",
@@ -320,22 +349,28 @@ class Queue(SqlBase):
         return {r["endpoint_id"] for r in found}
 
     async def _due(
-        self, conn: Connection, now: datetime, window: int, skip_endpoints: Sequence[str]
-    ) -> list[Due]:
-        """The next ``window`` due pending deliveries, locked, of endpoints not skipped."""
+        self, conn: Connection, now: datetime, window: int, after: tuple[int, str] | None
+    ) -> tuple[list[Due], tuple[int, str] | None]:
+        """The next ``window`` due pending deliveries in queue order, after the key ``after``
+        (next_attempt_at, id), and the key of the last one.
+
+        Not locked: a claim only starts deliveries of endpoints whose rows it has locked
+        (``_endpoint_loads``), so two claimers never start the same delivery, and the start
+        itself re-checks that the delivery is still pending. Locking every row read would
+        cost a write per row, most of them for deliveries that do not start now."""
         args: list[Any] = [to_us(now), window]
-        skip = ""
-        if skip_endpoints:
-            marks = ", ".join(f"${i}" for i in range(3, len(skip_endpoints) + 3))
-            args.extend(skip_endpoints)
-            skip = f" AND endpoint_id NOT IN ({marks})"
+        keyset = ""
+        if after is not None:
+            args.extend(after)
+            keyset = " AND (next_attempt_at, id) > ($3, $4)"
         found = await conn.fetch(
-            "SELECT id, endpoint_id, paced FROM delivery WHERE state = 'pending'"
-            f" AND next_attempt_at <= $1{skip} ORDER BY next_attempt_at LIMIT $2"
-            + self.db.lock_clause,
+            "SELECT id, endpoint_id, paced, next_attempt_at FROM delivery WHERE state = 'pending'"
+            f" AND next_attempt_at <= $1{keyset} ORDER BY next_attempt_at, id LIMIT $2",
             *args,
         )
-        return [Due(r["id"], r["endpoint_id"], bool(r["paced"])) for r in found]
+        rows = [Due(r["id"], r["endpoint_id"], bool(r["paced"])) for r in found]
+        last = (found[-1]["next_attempt_at"], found[-1]["id"]) if found else None
+        return rows, last
 
     async def _apply(
         self, conn: Connection, plan: ClaimPlan, now: datetime, until: datetime, worker: str
@@ -357,7 +392,8 @@ class Queue(SqlBase):
         marks = ", ".join(f"${i}" for i in range(5, len(plan.start) + 5))
         leased = await conn.fetch(
             "UPDATE delivery SET state = 'sending', lease_until = $1, leased_by = $2,"
-            f" updated_at = $3, paced = $4 WHERE id IN ({marks}) RETURNING *",
+            f" updated_at = $3, paced = $4 WHERE id IN ({marks}) AND state = 'pending'"
+            " RETURNING *",
             to_us(until),
             worker,
             to_us(now),

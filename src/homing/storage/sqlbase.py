@@ -34,6 +34,8 @@ class SqlBase:
     def __init__(self, db: Database, box: SecretBox | None = None) -> None:
         self.db = db
         self.box = box  # encrypts endpoint secrets at rest when set
+        # where this process's last claim stopped reading the due queue (next_attempt_at, id)
+        self._scan_cursor: tuple[int, str] | None = None
 
     async def _by_ids(
         self, table: str, ids: Sequence[str], convert: Callable[[Row], T]

@@ -78,7 +78,6 @@ class SqliteConnection:
 
 class SqliteDatabase:
     dialect = "sqlite"
-    lock_clause = ""
     row_lock = ""
     row_lock_skip = ""
     find_function = "instr"
