@@ -117,16 +117,13 @@ class Catalog(SqlBase):
 
     async def get_application(self, org_id: str, ref: str) -> Application:
         """The application of ``org_id`` whose id or uid is ``ref``; else ``NotFoundError``."""
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM application WHERE org_id = $1 AND (id = $2 OR uid = $2)"
-                " ORDER BY (id = $2) DESC LIMIT 1",
-                org_id,
-                ref,
-            )
-        if row is None:
-            raise NotFoundError("Application not found.")
-        return rows.application(row)
+        return await self._one(
+            "SELECT * FROM application WHERE org_id = $1 AND (id = $2 OR uid = $2)"
+            " ORDER BY (id = $2) DESC LIMIT 1",
+            [org_id, ref],
+            rows.application,
+            "Application",
+        )
 
     async def list_applications(self, org_id: str, req: PageRequest) -> Page[Application]:
         async with self.db.connection() as conn:
@@ -186,16 +183,13 @@ class Catalog(SqlBase):
         return ep
 
     async def get_endpoint(self, app_id: str, ref: str) -> Endpoint:
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM endpoint WHERE app_id = $1 AND (id = $2 OR uid = $2)"
-                " ORDER BY (id = $2) DESC LIMIT 1",
-                app_id,
-                ref,
-            )
-        if row is None:
-            raise NotFoundError("Endpoint not found.")
-        return self._endpoint(row)
+        return await self._one(
+            "SELECT * FROM endpoint WHERE app_id = $1 AND (id = $2 OR uid = $2)"
+            " ORDER BY (id = $2) DESC LIMIT 1",
+            [app_id, ref],
+            self._endpoint,
+            "Endpoint",
+        )
 
     async def list_endpoints(self, app_id: str, req: PageRequest) -> Page[Endpoint]:
         async with self.db.connection() as conn:
@@ -326,13 +320,12 @@ class Catalog(SqlBase):
         return et
 
     async def get_event_type(self, org_id: str, name: str) -> EventType:
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM event_type WHERE org_id = $1 AND name = $2", org_id, name
-            )
-        if row is None:
-            raise NotFoundError("Event type not found.")
-        return rows.event_type(row)
+        return await self._one(
+            "SELECT * FROM event_type WHERE org_id = $1 AND name = $2",
+            [org_id, name],
+            rows.event_type,
+            "Event type",
+        )
 
     async def list_event_types(
         self, org_id: str, req: PageRequest, include_archived: bool

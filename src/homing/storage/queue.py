@@ -19,7 +19,7 @@ from homing.core.models import (
     Trigger,
 )
 from homing.core.pacing import ClaimPlan, Due, EndpointLoad, plan_claim
-from homing.errors import ConflictError, NotFoundError
+from homing.errors import ConflictError
 from homing.ids import new_id
 from homing.storage import rows
 from homing.storage.base import (
@@ -31,7 +31,7 @@ from homing.storage.base import (
     Row,
 )
 from homing.storage.rows import dump, dump_opt, opt_to_us, to_us
-from homing.storage.sqlbase import SqlBase
+from homing.storage.sqlbase import SqlBase, time_window
 
 DEFAULT_ENDPOINT_CAP = 16
 REPLAY_BATCH = 1000
@@ -92,16 +92,13 @@ class Queue(SqlBase):
 
     async def get_message(self, app_id: str, msg_ref: str) -> Message:
         """The message with this id, or with this eventId, in the application."""
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM message WHERE app_id = $1 AND (id = $2 OR event_id = $2)"
-                " ORDER BY (id = $2) DESC LIMIT 1",
-                app_id,
-                msg_ref,
-            )
-        if row is None:
-            raise NotFoundError("Message not found.")
-        return rows.message(row)
+        return await self._one(
+            "SELECT * FROM message WHERE app_id = $1 AND (id = $2 OR event_id = $2)"
+            " ORDER BY (id = $2) DESC LIMIT 1",
+            [app_id, msg_ref],
+            rows.message,
+            "Message",
+        )
 
     def _message_conditions(self, flt: MessageFilter, args: list[Any], alias: str) -> str:
         sql = ""
@@ -116,13 +113,7 @@ class Queue(SqlBase):
                 # values are restricted to [a-zA-Z0-9-_.:] so a quoted search is exact
                 args.append(dump(value))
                 sql += f" AND {self.db.find_function}({column}, ${len(args)}) > 0"
-        if flt.before is not None:
-            args.append(to_us(flt.before))
-            sql += f" AND {alias}created_at < ${len(args)}"
-        if flt.after is not None:
-            args.append(to_us(flt.after))
-            sql += f" AND {alias}created_at > ${len(args)}"
-        return sql
+        return sql + time_window(f"{alias}created_at", flt.before, flt.after, args)
 
     async def list_messages(
         self, app_id: str, flt: MessageFilter, req: PageRequest
@@ -505,13 +496,12 @@ class Queue(SqlBase):
     # -- attempts ----------------------------------------------------------------------------
 
     async def get_attempt(self, msg_id: str, attempt_id: str) -> Attempt:
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM attempt WHERE msg_id = $1 AND id = $2", msg_id, attempt_id
-            )
-        if row is None:
-            raise NotFoundError("Message attempt not found.")
-        return rows.attempt(row)
+        return await self._one(
+            "SELECT * FROM attempt WHERE msg_id = $1 AND id = $2",
+            [msg_id, attempt_id],
+            rows.attempt,
+            "Message attempt",
+        )
 
     async def list_attempts(
         self, column: str, value: str, flt: AttemptFilter, req: PageRequest
@@ -538,12 +528,7 @@ class Queue(SqlBase):
                 MessageFilter(event_types=flt.event_types, channel=flt.channel), args, "m."
             )
             sql += f" AND EXISTS (SELECT 1 FROM message m WHERE m.id = a.msg_id{inner})"
-        if flt.before is not None:
-            args.append(to_us(flt.before))
-            sql += f" AND a.created_at < ${len(args)}"
-        if flt.after is not None:
-            args.append(to_us(flt.after))
-            sql += f" AND a.created_at > ${len(args)}"
+        sql += time_window("a.created_at", flt.before, flt.after, args)
         async with self.db.connection() as conn:
             return await self._page(
                 conn, sql, args, replace(req, descending=True), rows.attempt, key="a.id"

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from homing.core.models import Endpoint
 from homing.crypto import SecretBox
+from homing.errors import NotFoundError
 from homing.storage import rows
 from homing.storage.base import (
     Connection,
@@ -36,6 +37,16 @@ class SqlBase:
         self.box = box  # encrypts endpoint secrets at rest when set
         # where this process's last claim stopped reading the due queue (next_attempt_at, id)
         self._scan_cursor: tuple[int, str] | None = None
+
+    async def _one(
+        self, sql: str, args: Sequence[Any], convert: Callable[[Row], T], what: str
+    ) -> T:
+        """The single row ``sql`` finds, converted; ``NotFoundError`` ("<what> not found.")."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(sql, *args)
+        if row is None:
+            raise NotFoundError(f"{what} not found.")
+        return convert(row)
 
     async def _by_ids(
         self, table: str, ids: Sequence[str], convert: Callable[[Row], T]
@@ -130,3 +141,17 @@ class SqlBase:
             prev_iterator="-" + tag + found[0][field],
             done=not more,
         )
+
+
+def time_window(
+    column: str, before: datetime | None, after: datetime | None, args: list[Any]
+) -> str:
+    """``AND column < before AND column > after`` for the bounds given (appended to ``args``)."""
+    sql = ""
+    if before is not None:
+        args.append(to_us(before))
+        sql += f" AND {column} < ${len(args)}"
+    if after is not None:
+        args.append(to_us(after))
+        sql += f" AND {column} > ${len(args)}"
+    return sql
