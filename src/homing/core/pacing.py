@@ -10,6 +10,13 @@ in the claim transaction):
   ``1/rate`` apart. A delivery that must wait is given the next free slot (``paced``), and the
   endpoint's ``next_send_at`` moves past it, so waiting deliveries never compete for a slot
   twice.
+
+A claimer may also hold more than ``cap`` leases of an endpoint (its ``prefetch`` for that
+endpoint), but only while no other claimer holds any of its leases and it has no ``rate``: it
+then keeps the surplus queued and never sends more than ``cap`` at once itself, so the cap
+holds across claimers.
+Whenever two claimers hold leases of one endpoint, the total stays within ``cap``: a claimer
+only joins while the total is under it, and then only up to it.
 """
 
 from __future__ import annotations
@@ -30,9 +37,16 @@ class Due:
 
 @dataclass(frozen=True, slots=True)
 class EndpointLoad:
-    in_flight: int = 0
+    in_flight: int = 0  # leases held, by every claimer
     rate: int | None = None  # starts per second (Svix throttleRate)
     next_send_at: datetime | None = None
+    mine: int = 0  # of ``in_flight``, the leases this claimer holds
+
+    def allowance(self, cap: int, prefetch: int) -> int:
+        """How many leases this claimer may hold in all: ``prefetch`` when the endpoint is
+        unpaced and nobody else holds a lease of it, else ``cap``."""
+        alone = self.in_flight == self.mine and not self.rate
+        return max(cap, prefetch) if alone else cap
 
 
 @dataclass(slots=True)
@@ -52,16 +66,21 @@ def plan_claim(
     now: datetime,
     limit: int,
     cap: int,
+    prefetch: Mapping[str, int] | None = None,
 ) -> ClaimPlan:
     """Go through ``due`` in queue order and decide, for at most ``limit`` starts, what starts
-    now and what waits until when. Deliveries past the limit are left as they are."""
+    now and what waits until when. Deliveries past the limit are left as they are.
+    ``prefetch``: leases per endpoint the claimer may hold when alone (see the module text);
+    an endpoint not in it gets ``cap``."""
     plan = ClaimPlan()
+    ahead = prefetch or {}
     running = {ep: load.in_flight for ep, load in loads.items()}
+    allowed = {ep: load.allowance(cap, ahead.get(ep, 0)) for ep, load in loads.items()}
     for item in due:
         if len(plan.start) >= limit:
             break
         load = loads.get(item.endpoint_id, EndpointLoad())
-        if running.get(item.endpoint_id, 0) >= cap:
+        if running.get(item.endpoint_id, 0) >= allowed.get(item.endpoint_id, cap):
             plan.held.add(item.endpoint_id)
             continue
         if load.rate and not item.paced:

@@ -5,6 +5,7 @@ pending ──claim──▶ sending ──2xx───────────�
    ▲                  │ ──failure, retry left─────▶ pending (next_attempt_at)
    │                  │ ──failure, none left──────▶ failed
    └──────────────────┘ ──endpoint gone/disabled──▶ canceled   (also straight from pending)
+                        ──released unsent─────────▶ pending (as due as before)
 ```
 
 Claiming (pending → sending) and lease expiry (sending → pending) happen inside storage, which
@@ -117,3 +118,12 @@ def cancel(delivery: Delivery, now: datetime) -> Delivery:
     """
     _move(delivery, DeliveryState.CANCELED)
     return replace(delivery, state=DeliveryState.CANCELED, next_attempt_at=None, updated_at=now)
+
+
+def release(delivery: Delivery, now: datetime) -> Delivery:
+    """The claimed delivery handed back unsent (its worker stops, or its lease is too short
+    for a try now): PENDING again, due when it was, ``attempts`` unchanged. Raises
+    ``InvalidTransition`` unless it is SENDING."""
+    if delivery.state is not DeliveryState.SENDING:
+        raise InvalidTransition(f"delivery {delivery.id} is {delivery.state}, not sending")
+    return replace(delivery, state=DeliveryState.PENDING, updated_at=now)

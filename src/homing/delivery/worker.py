@@ -3,16 +3,22 @@
 A thin loop around pure decisions: ``core.retry.next_attempt_at`` says when to try again,
 ``core.states.transition`` says where the delivery goes; storage owns leases and transactions.
 
-- **Claiming**: ``claim_due`` leases up to as many deliveries as there are free send slots
-  (``concurrency``), never more, so a claimed delivery never waits in a queue while its lease
-  (request timeout + ``HOMING_LEASE_MARGIN``) runs out.
+- **Claiming**: ``claim_due`` leases due deliveries into per-endpoint queues in this process,
+  up to ``LEASES_PER_SLOT`` leases per send slot in all. An endpoint that answered its last
+  request from this worker within ``QUICK_ANSWER``, and that no other worker serves right now,
+  may be leased up to ``PREFETCH`` times its in-flight cap (``endpoint_concurrency``) ahead, so
+  its next delivery is at hand when a send ends; the worker itself never sends more than the
+  cap to one endpoint at once (see ``core.pacing``). Any other endpoint is leased only as far
+  as its cap, so a slow endpoint's deliveries are never held up in a queue. A queued delivery
+  whose lease could run out during its try is handed back unsent (``states.release``).
 - **Waking**: when nothing is due, the worker waits on ``storage.db.wait_for_work`` (PostgreSQL
   LISTEN/NOTIFY, or SQLite's in-process event), so a new message goes out at once; otherwise it
   polls every ``poll_interval`` seconds, sooner when a retry it scheduled itself falls due.
 - **Recovery**: every ``RECLAIM_INTERVAL`` it returns deliveries whose worker died (lease ran
   out) to the queue.
-- **Stopping**: once ``stop`` is set nothing new is claimed and ``run`` returns after the sends in
-  flight end (each is bounded by the request deadline).
+- **Stopping**: once ``stop`` is set nothing new is claimed or started, the queued deliveries are
+  handed back, and ``run`` returns after the sends in flight end (each is bounded by the request
+  deadline).
 
 Logs name deliveries and endpoints by id only: never URLs (their query may hold a token),
 header values or keys.
@@ -26,14 +32,15 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from homing.config import Settings
 from homing.core.models import Attempt, Delivery, DeliveryState, Endpoint, Message, MessageStatus
 from homing.core.retry import RetryPolicy, Rng, next_attempt_at
-from homing.core.states import Outcome, cancel, is_success, transition
+from homing.core.states import Outcome, cancel, is_success, release, transition
 from homing.delivery.health import Health
 from homing.delivery.recorder import Recorder
 from homing.delivery.sender import Sender, build_request
@@ -48,10 +55,18 @@ RECLAIM_INTERVAL = timedelta(seconds=5)
 PURGE_INTERVAL = timedelta(minutes=10)
 IDEMPOTENCY_TTL = timedelta(hours=24)  # how long an Idempotency-Key answers the same
 DEFAULT_POLL_INTERVAL = 2.0
-# deliveries asked for per claim: more slots than can start (endpoints at their cap) would
-# only make each claim read and lock rows for nothing; the next claim is a moment away
-CLAIM_BATCH = 64
+# deliveries asked for per claim: asking for many more than can be queued (endpoints at their
+# allowance) would only make each claim read rows for nothing; the next claim is a moment away
+CLAIM_BATCH = 128
 CLAIM_LINGER = 0.001  # seconds to wait after a wake-up so that one claim serves several slots
+PREFETCH = 8  # leases one worker may hold of an endpoint it alone serves, in endpoint caps
+LEASES_PER_SLOT = 2  # leases held at most (queued, sending or recording), per send slot
+QUICK_ANSWER = 1000  # ms: an endpoint answering faster is leased ahead (PREFETCH)
+QUICK_MEMORY = 10_000  # endpoints remembered as quick at most
+# a queued delivery starts only while its lease outlasts the request deadline by this much
+START_MARGIN = timedelta(seconds=2)
+
+Job = tuple[Delivery, Message | None, Endpoint | None]
 
 
 def _utcnow() -> datetime:
@@ -122,7 +137,14 @@ class Worker:
         )
         self._concurrency = concurrency or settings.worker_concurrency
         self._poll_interval = poll_interval
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._timeout = timedelta(seconds=settings.request_timeout)
+        self._queued: dict[str, deque[Job]] = {}  # claimed, not started, per endpoint
+        self._n_queued = 0
+        self._sending: dict[str, int] = {}  # sends in flight per endpoint
+        self._n_sending = 0
+        self._quick: set[str] = set()  # endpoints whose last answer was quick
+        self._tasks: set[asyncio.Task[None]] = set()  # one per started delivery, until recorded
+        self._starting = True  # False once stopping: nothing new starts
         self._slot_freed = asyncio.Event()
         self._reclaimed_at: datetime | None = None
         self._purged_at: datetime | None = None
@@ -131,50 +153,46 @@ class Worker:
     # -- the loops ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set, then finish the sends in flight and return.
+        """Deliver until ``stop`` is set, then hand back what is queued, finish the sends in
+        flight and return.
 
         Storage errors are logged and retried after ``poll_interval``; nothing is raised but
         cancellation (which cancels the sends in flight).
         """
         log.info("worker %s started", self.worker_id)
         try:
-            async with asyncio.TaskGroup() as group:
-                while not stop.is_set():
-                    await self._step(group, stop)
+            while not stop.is_set():
+                await self._step(stop)
+            await self._wind_down()
         finally:
+            await self._abandon()
             await self._close()
             log.info("worker %s stopped", self.worker_id)
 
-    async def _step(self, group: asyncio.TaskGroup, stop: asyncio.Event) -> None:
-        """Claim for the free slots and start the sends; or wait for a slot, work or stop."""
+    async def _step(self, stop: asyncio.Event) -> None:
+        """Claim what the lease budget allows and start what the caps allow; or wait for a
+        slot, work or stop."""
         self._slot_freed.clear()
-        free = self._concurrency - len(self._in_flight)
-        if free <= 0:
+        room = min(self._concurrency * LEASES_PER_SLOT - self._held(), CLAIM_BATCH)
+        if room <= 0:
             await self._pause(stop, self._poll_interval, self._slot_freed.wait())
             await asyncio.sleep(CLAIM_LINGER)  # let a few more finish: fewer, larger claims
             return
         try:
-            claimed, messages, endpoints = await self._claim(min(free, CLAIM_BATCH))
+            claimed = await self._claim(room)
         except Exception:
             log.exception("worker %s: claiming failed; retrying soon", self.worker_id)
             await self._pause(stop, self._poll_interval, None)
             return
-        for delivery in claimed:
-            task = group.create_task(
-                self._process(
-                    delivery, messages.get(delivery.msg_id), endpoints.get(delivery.endpoint_id)
-                )
-            )
-            self._in_flight.add(task)
-            task.add_done_callback(self._finished)
-        if len(claimed) < min(free, CLAIM_BATCH):  # nothing more is due now: sleep until then
+        self._dispatch()
+        if claimed < room:  # nothing more may be leased now: sleep until that changes
             timeout = self._idle_timeout()
             await self._pause(stop, timeout, self._more_work(timeout))
             await asyncio.sleep(CLAIM_LINGER)
 
     async def _more_work(self, timeout: float) -> None:
-        """Return when new work is announced, or when one of our sends ends (an endpoint
-        held at its in-flight cap may take its next delivery now)."""
+        """Return when new work is announced, or when one of our deliveries is recorded (its
+        lease is free again: an endpoint at its allowance may take the next one now)."""
         waits = [
             asyncio.ensure_future(self._storage.db.wait_for_work(timeout)),
             asyncio.ensure_future(self._slot_freed.wait()),
@@ -194,22 +212,96 @@ class Worker:
         processed = 0
         try:
             while True:
-                claimed, messages, endpoints = await self._claim(self._concurrency)
+                claimed = await self._claim(self._concurrency)
                 if not claimed:
                     return processed
-                await asyncio.gather(
-                    *(
-                        self._process(d, messages.get(d.msg_id), endpoints.get(d.endpoint_id))
-                        for d in claimed
-                    )
-                )
-                processed += len(claimed)
+                processed += claimed
+                self._dispatch()
+                while self._tasks:
+                    await asyncio.wait(set(self._tasks))
         finally:
+            await self._abandon()
             await self._close()
 
+    def _held(self) -> int:
+        """Leases this worker holds: queued, sending or being recorded."""
+        return self._n_queued + len(self._tasks)
+
+    def _dispatch(self) -> None:
+        """Start queued deliveries, oldest claim first per endpoint, while the endpoint is
+        under its cap and the worker under its concurrency."""
+        for endpoint_id in list(self._queued):
+            self._start_queued(endpoint_id)
+            if self._n_sending >= self._concurrency:
+                return
+
+    def _start_queued(self, endpoint_id: str) -> None:
+        queue = self._queued.get(endpoint_id)
+        while (
+            queue
+            and self._starting
+            and self._sending.get(endpoint_id, 0) < self._cap
+            and self._n_sending < self._concurrency
+        ):
+            job = queue.popleft()
+            self._n_queued -= 1
+            self._sending[endpoint_id] = self._sending.get(endpoint_id, 0) + 1
+            self._n_sending += 1
+            task = asyncio.create_task(self._process(*job))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+        if queue is not None and not queue:
+            del self._queued[endpoint_id]
+
+    def _sent(self, endpoint_id: str, outcome: Outcome | None) -> None:
+        """A send ended (its result is still to be recorded): its slot takes the next one."""
+        if outcome is not None and outcome.status and outcome.duration_ms < QUICK_ANSWER:
+            if len(self._quick) >= QUICK_MEMORY:
+                self._quick.clear()
+            self._quick.add(endpoint_id)
+        else:
+            self._quick.discard(endpoint_id)
+        self._n_sending -= 1
+        left = self._sending[endpoint_id] - 1
+        if left:
+            self._sending[endpoint_id] = left
+        else:
+            del self._sending[endpoint_id]
+        if self._n_sending == self._concurrency - 1:  # the worker was full: any endpoint
+            self._dispatch()
+        else:
+            self._start_queued(endpoint_id)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._tasks.discard(task)
         self._slot_freed.set()
+
+    async def _wind_down(self) -> None:
+        """Start nothing more, hand back the queued deliveries, wait for the sends."""
+        self._starting = False
+        jobs = [job for queue in self._queued.values() for job in queue]
+        self._queued.clear()
+        self._n_queued = 0
+        now = self._clock()
+        results = await asyncio.gather(
+            *(self._recorder.record(None, release(job[0], now)) for job in jobs),
+            return_exceptions=True,
+        )
+        if failed := [r for r in results if isinstance(r, Exception)]:
+            # their leases run out instead: they are claimed again then
+            log.warning("worker %s: handing back failed: %s", self.worker_id, failed[0])
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def _abandon(self) -> None:
+        """Cancel what is still running (only when cancelled ourselves); the leases of what
+        is dropped run out and those deliveries are claimed again."""
+        self._starting = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._queued.clear()
+        self._n_queued = 0
 
     async def _close(self) -> None:
         await self._recorder.close()
@@ -247,11 +339,9 @@ class Worker:
             return 0.0
         return min(self._poll_interval, left)
 
-    async def _claim(
-        self, limit: int
-    ) -> tuple[Sequence[Delivery], dict[str, Message], dict[str, Endpoint]]:
-        """Reclaim dead leases when due; lease up to ``limit`` deliveries; load their messages
-        and endpoints (one query each for the whole batch)."""
+    async def _claim(self, limit: int) -> int:
+        """Reclaim dead leases when due; lease up to ``limit`` deliveries with their messages
+        and endpoints (one query each for the whole batch) into the queues; return how many."""
         now = self._clock()
         if self._reclaimed_at is None or now - self._reclaimed_at >= RECLAIM_INTERVAL:
             self._reclaimed_at = now
@@ -263,13 +353,22 @@ class Worker:
             self._purged_at = now
             await self._storage.purge_idempotency(now - IDEMPOTENCY_TTL)
         claimed = await self._storage.claim_due(
-            now=now, limit=limit, worker=self.worker_id, lease=self._lease, cap=self._cap
+            now=now,
+            limit=limit,
+            worker=self.worker_id,
+            lease=self._lease,
+            cap=self._cap,
+            prefetch=dict.fromkeys(self._quick, self._cap * PREFETCH),
         )
         if not claimed:
-            return claimed, {}, {}
+            return 0
         messages = await self._storage.get_messages(sorted({d.msg_id for d in claimed}))
         endpoints = await self._storage.get_endpoints(sorted({d.endpoint_id for d in claimed}))
-        return claimed, messages, endpoints
+        for delivery in claimed:
+            job = (delivery, messages.get(delivery.msg_id), endpoints.get(delivery.endpoint_id))
+            self._queued.setdefault(delivery.endpoint_id, deque()).append(job)
+        self._n_queued += len(claimed)
+        return len(claimed)
 
     # -- one delivery ------------------------------------------------------------------------
 
@@ -287,14 +386,25 @@ class Worker:
         self, delivery: Delivery, message: Message | None, endpoint: Endpoint | None
     ) -> None:
         now = self._clock()
-        if message is None or endpoint is None or endpoint.disabled:
+        outcome: Outcome | None = None
+        late = delivery.lease_until is not None and (
+            delivery.lease_until - now < self._timeout + START_MARGIN
+        )  # queued too long: a try now could outlive the lease
+        try:
+            if message is not None and endpoint is not None and not endpoint.disabled and not late:
+                try:
+                    outcome = await self._sender.send(build_request(message, endpoint, now))
+                except InvalidSecretError as exc:  # nothing was sent: the endpoint cannot sign
+                    outcome = Outcome(status=0, failure_class="signing", message=str(exc))
+        finally:
+            self._sent(delivery.endpoint_id, outcome)
+        if late and outcome is None:
+            await self._recorder.record(None, release(delivery, now))
+            return
+        if outcome is None or message is None or endpoint is None:
             await self._recorder.record(None, cancel(delivery, now))
             log.info("delivery %s canceled: endpoint or message gone or disabled", delivery.id)
             return
-        try:
-            outcome = await self._sender.send(build_request(message, endpoint, now))
-        except InvalidSecretError as exc:  # nothing was sent: the endpoint cannot sign
-            outcome = Outcome(status=0, failure_class="signing", message=str(exc))
         await self._record(delivery, endpoint, message, outcome)
 
     async def _record(

@@ -3,7 +3,7 @@ and attempts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -277,10 +277,14 @@ class Queue(SqlBase):
         worker: str,
         lease: timedelta,
         cap: int = DEFAULT_ENDPOINT_CAP,
+        prefetch: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``, keeping
         each endpoint under ``cap`` in flight and under its throttleRate (see core.pacing):
-        what may not start yet is rescheduled in the same transaction.
+        what may not start yet is rescheduled in the same transaction. ``prefetch`` (endpoint
+        id -> leases): ``worker`` may hold up to that many leases of such an endpoint while it
+        is unpaced and no other worker holds a lease of it; ``worker`` must then send at most
+        ``cap`` of them at once itself.
 
         The due queue is read in bounded windows: the first from its head (oldest first),
         the next ones from where the previous claim of this process stopped, wrapping at the
@@ -289,7 +293,8 @@ class Queue(SqlBase):
         """
         started: list[Delivery] = []
         async with self.db.transaction() as conn:
-            waiting = await self._endpoints_at_cap(conn, cap)
+            most = max([cap, *(prefetch or {}).values()])
+            waiting = await self._endpoints_at_cap(conn, cap, most, worker)
             after: tuple[int, str] | None = None
             for round_no in range(CLAIM_ROUNDS):
                 if round_no == 1 and self._scan_cursor is not None:
@@ -301,7 +306,7 @@ class Queue(SqlBase):
                 if round_no > 0:
                     self._scan_cursor = None if at_end else after
                 started += await self._start(conn, rows, waiting, now, limit - len(started),
-                                             cap, lease, worker)  # fmt: skip
+                                             (cap, prefetch), lease, worker)  # fmt: skip
                 if len(started) >= limit or at_end:
                     break
         return started
@@ -313,29 +318,35 @@ class Queue(SqlBase):
         waiting: set[str],
         now: datetime,
         limit: int,
-        cap: int,
+        caps: tuple[int, Mapping[str, int] | None],
         lease: timedelta,
         worker: str,
     ) -> list[Delivery]:
         """Plan and write the start of what ``rows`` allows; add endpoints that must wait to
-        ``waiting`` (it is updated in place)."""
+        ``waiting`` (it is updated in place). ``caps``: the cap and the prefetches."""
         due = [d for d in rows if d.endpoint_id not in waiting]
         if not due or limit <= 0:
             return []
-        loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}))
+        loads = await self._endpoint_loads(conn, sorted({d.endpoint_id for d in due}), worker)
         # endpoints another claimer holds right now are theirs to serve this moment
         waiting |= {d.endpoint_id for d in due if d.endpoint_id not in loads}
         mine = [d for d in due if d.endpoint_id in loads]
-        plan = plan_claim(mine, loads, now, limit, cap)
+        plan = plan_claim(mine, loads, now, limit, *caps)
         waiting |= plan.held | {d.endpoint_id for d in mine if d.delivery_id in plan.defer}
         return await self._apply(conn, plan, now, now + lease, worker)
 
-    async def _endpoints_at_cap(self, conn: Connection, cap: int) -> set[str]:
-        """Endpoints with ``cap`` deliveries in flight: the claim passes over their rows."""
+    async def _endpoints_at_cap(
+        self, conn: Connection, cap: int, most: int, worker: str
+    ) -> set[str]:
+        """Endpoints with ``cap`` deliveries in flight (``most`` when ``worker`` holds them
+        all): the claim passes over their rows."""
         found = await conn.fetch(
             "SELECT endpoint_id FROM delivery WHERE state = 'sending'"
-            " GROUP BY endpoint_id HAVING COUNT(*) >= $1",
+            " GROUP BY endpoint_id HAVING COUNT(*) >= $1 AND (COUNT(*) >= $2"
+            " OR SUM(CASE WHEN leased_by = $3 THEN 0 ELSE 1 END) > 0)",
             cap,
+            most,
+            worker,
         )
         return {r["endpoint_id"] for r in found}
 
@@ -394,11 +405,12 @@ class Queue(SqlBase):
         return [rows.delivery(r) for r in leased]
 
     async def _endpoint_loads(
-        self, conn: Connection, endpoint_ids: Sequence[str]
+        self, conn: Connection, endpoint_ids: Sequence[str], worker: str
     ) -> dict[str, EndpointLoad]:
-        """In-flight counts and throttle state of these endpoints, their rows locked until the
-        claim commits. Endpoints locked by another claimer are left out (``SKIP LOCKED``):
-        waiting for them could deadlock two claimers that lock in different rounds."""
+        """In-flight counts (all, and ``worker``'s) and throttle state of these endpoints,
+        their rows locked until the claim commits. Endpoints locked by another claimer are
+        left out (``SKIP LOCKED``): waiting for them could deadlock two claimers that lock in
+        different rounds."""
         marks = ", ".join(f"${i}" for i in range(1, len(endpoint_ids) + 1))
         paces = await conn.fetch(
             f"SELECT id, rate_limit, next_send_at FROM endpoint WHERE id IN ({marks})"
@@ -406,16 +418,20 @@ class Queue(SqlBase):
             *endpoint_ids,
         )
         running = await conn.fetch(
-            "SELECT endpoint_id, COUNT(*) AS n FROM delivery WHERE state = 'sending'"
-            f" AND endpoint_id IN ({marks}) GROUP BY endpoint_id",
+            "SELECT endpoint_id, COUNT(*) AS n,"
+            f" SUM(CASE WHEN leased_by = ${len(endpoint_ids) + 1} THEN 1 ELSE 0 END) AS mine"
+            f" FROM delivery WHERE state = 'sending' AND endpoint_id IN ({marks})"
+            " GROUP BY endpoint_id",
             *endpoint_ids,
+            worker,
         )
-        in_flight = {r["endpoint_id"]: int(r["n"]) for r in running}
+        held = {r["endpoint_id"]: (int(r["n"]), int(r["mine"])) for r in running}
         return {
             r["id"]: EndpointLoad(
-                in_flight=in_flight.get(r["id"], 0),
+                in_flight=held.get(r["id"], (0, 0))[0],
                 rate=r["rate_limit"],
                 next_send_at=rows.opt_from_us(r["next_send_at"]),
+                mine=held.get(r["id"], (0, 0))[1],
             )
             for r in paces
         }
