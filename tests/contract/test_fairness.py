@@ -329,3 +329,75 @@ async def test_replay_missing_queues_only_what_the_endpoint_missed(storage: Stor
 
     assert await storage.replay_missing(ep, since, None, NOW) == 1  # open end: at_until too
     assert await storage.get_delivery(at_until.id, ep.id) is not None
+
+
+# -- leasing ahead (prefetch) ----------------------------------------------------------------
+
+
+async def test_worker_alone_on_an_endpoint_leases_ahead_and_keeps_others_out(
+    storage: Storage,
+) -> None:
+    """w1 may lease 10 of ``a`` ahead (it sends 4 at a time itself); while it holds any, w2
+    gets none of ``a``, but still gets ``b``; once w1 holds none, w2 may take over."""
+    app = await add_app(storage)
+    a = await add_endpoint(storage, app)
+    b = await add_endpoint(storage, await add_app(storage))
+    await queue(storage, app, 30, NOW - timedelta(seconds=10))
+    first = await storage.claim_due(NOW, 50, "w1", LEASE, cap=CAP, prefetch={a.id: 10})
+    assert len(first) == 10
+    assert await storage.claim_due(NOW, 50, "w1", LEASE, cap=CAP, prefetch={a.id: 10}) == []
+    assert await storage.claim_due(NOW, 50, "w2", LEASE, cap=CAP, prefetch={a.id: 10}) == []
+
+    await add_message(storage, await storage.get_application(ORG, b.app_id), NOW)
+    of_b = await storage.claim_due(NOW, 50, "w2", LEASE, cap=CAP, prefetch={a.id: 10})
+    assert [d.endpoint_id for d in of_b] == [b.id]
+
+    for d in first[:9]:
+        done = replace(d, state=DeliveryState.SUCCESS, attempts=1, updated_at=NOW)
+        assert await storage.record_attempt(None, done)
+    # w1 still holds one lease of a: w2 may only fill up to the cap
+    second = await storage.claim_due(NOW, 50, "w2", LEASE, cap=CAP, prefetch={a.id: 10})
+    assert len(second) == CAP - 1
+    # and now that two workers hold leases of a, w1 is bound by the cap too
+    assert await storage.claim_due(NOW, 50, "w1", LEASE, cap=CAP, prefetch={a.id: 10}) == []
+    assert await in_flight(storage, a) == CAP
+
+
+async def test_paced_endpoint_is_not_leased_ahead(storage: Storage) -> None:
+    app = await add_app(storage)
+    a = await add_endpoint(storage, app, rate_limit=1000)
+    await queue(storage, app, 30, NOW - timedelta(seconds=10))
+    claimed = await storage.claim_due(NOW, 50, "w1", LEASE, cap=CAP, prefetch={a.id: 10})
+    assert 1 <= len(claimed) <= CAP
+
+
+async def test_concurrent_claimers_leasing_ahead_never_share_an_endpoint_past_the_cap(
+    storage: Storage, database_url: str
+) -> None:
+    """Two storage instances claiming at once with prefetch: either one of them holds all the
+    leases of the endpoint, or both together hold at most the cap."""
+    app = await add_app(storage)
+    a = await add_endpoint(storage, app)
+    await queue(storage, app, 60, NOW - timedelta(seconds=10))
+    second = await open_storage(database_url)
+    try:
+
+        async def claim_repeatedly(store: Storage, worker: str) -> list[Delivery]:
+            got: list[Delivery] = []
+            for _ in range(6):
+                got += await store.claim_due(NOW, 3, worker, LEASE, cap=CAP, prefetch={a.id: 12})
+                await asyncio.sleep(0)
+            return got
+
+        one, two = await asyncio.gather(
+            claim_repeatedly(storage, "w1"), claim_repeatedly(second, "w2")
+        )
+    finally:
+        await second.close()
+
+    assert len({d.id for d in one + two}) == len(one) + len(two)
+    if one and two:
+        assert len(one) + len(two) <= CAP
+    else:
+        assert 1 <= len(one) + len(two) <= 12
+    assert await in_flight(storage, a) == len(one) + len(two)

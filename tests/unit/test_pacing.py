@@ -159,3 +159,52 @@ def test_loads_are_not_changed() -> None:
     loads = {"a": EndpointLoad(in_flight=1, rate=2)}
     plan(due("a", 3), loads)
     assert loads == {"a": EndpointLoad(in_flight=1, rate=2)}
+
+
+# -- leasing ahead (prefetch) ----------------------------------------------------------------
+
+
+def test_endpoint_served_by_this_claimer_alone_is_leased_ahead_up_to_its_prefetch() -> None:
+    """Holding 3 leases of ``a`` itself and nobody else any, the claimer may hold 10: 7 more."""
+    loads = {"a": EndpointLoad(in_flight=3, mine=3)}
+    result = plan_claim(due("a", 20), loads, NOW, 100, 4, {"a": 10})
+    assert result.start == [f"a{n}" for n in range(7)]
+    assert result.held == {"a"}
+
+
+def test_endpoint_nobody_serves_is_leased_ahead_from_zero() -> None:
+    result = plan_claim(due("a", 20), {"a": EndpointLoad()}, NOW, 100, 4, {"a": 10})
+    assert len(result.start) == 10
+
+
+def test_another_claimers_lease_limits_the_endpoint_to_the_cap() -> None:
+    """One lease held elsewhere: the cap (4) bounds every claimer's leases together."""
+    loads = {"a": EndpointLoad(in_flight=3, mine=2)}
+    result = plan_claim(due("a", 20), loads, NOW, 100, 4, {"a": 10})
+    assert result.start == ["a0"]
+
+
+def test_another_claimers_surplus_leaves_nothing() -> None:
+    """Another claimer holds 9 leases (it leased ahead): nothing may join it."""
+    loads = {"a": EndpointLoad(in_flight=9, mine=0)}
+    assert plan_claim(due("a", 20), loads, NOW, 100, 4, {"a": 10}).start == []
+
+
+def test_paced_endpoint_is_never_leased_ahead() -> None:
+    """With a throttleRate, pacing decides the starts; the cap stays the limit."""
+    loads = {"a": EndpointLoad(in_flight=4, mine=4, rate=1000)}
+    assert plan_claim(due("a", 20), loads, NOW, 100, 4, {"a": 10}).start == []
+
+
+def test_endpoints_without_a_prefetch_keep_the_cap() -> None:
+    loads = {"a": EndpointLoad(), "b": EndpointLoad()}
+    result = plan_claim(due("a", 20) + due("b", 20), loads, NOW, 100, 4, {"a": 10})
+    assert sum(1 for d in result.start if d.startswith("a")) == 10
+    assert sum(1 for d in result.start if d.startswith("b")) == 4
+
+
+def test_allowance_is_the_cap_whenever_someone_else_holds_a_lease() -> None:
+    assert EndpointLoad(in_flight=2, mine=2).allowance(4, 10) == 10
+    assert EndpointLoad(in_flight=2, mine=1).allowance(4, 10) == 4
+    assert EndpointLoad(in_flight=0, rate=5).allowance(4, 10) == 4
+    assert EndpointLoad().allowance(4, 0) == 4  # a prefetch under the cap never lowers it

@@ -63,8 +63,6 @@ PREFETCH = 8  # leases one worker may hold of an endpoint it alone serves, in en
 LEASES_PER_SLOT = 2  # leases held at most (queued, sending or recording), per send slot
 QUICK_ANSWER = 1000  # ms: an endpoint answering faster is leased ahead (PREFETCH)
 QUICK_MEMORY = 10_000  # endpoints remembered as quick at most
-# a queued delivery starts only while its lease outlasts the request deadline by this much
-START_MARGIN = timedelta(seconds=2)
 
 Job = tuple[Delivery, Message | None, Endpoint | None]
 
@@ -137,7 +135,8 @@ class Worker:
         )
         self._concurrency = concurrency or settings.worker_concurrency
         self._poll_interval = poll_interval
-        self._timeout = timedelta(seconds=settings.request_timeout)
+        # a queued delivery starts only while its lease outlasts a try by half the margin
+        self._start_by = timedelta(seconds=settings.request_timeout + settings.lease_margin / 2)
         self._queued: dict[str, deque[Job]] = {}  # claimed, not started, per endpoint
         self._n_queued = 0
         self._sending: dict[str, int] = {}  # sends in flight per endpoint
@@ -387,9 +386,8 @@ class Worker:
     ) -> None:
         now = self._clock()
         outcome: Outcome | None = None
-        late = delivery.lease_until is not None and (
-            delivery.lease_until - now < self._timeout + START_MARGIN
-        )  # queued too long: a try now could outlive the lease
+        # queued too long: a try now could outlive the lease
+        late = delivery.lease_until is not None and delivery.lease_until - now < self._start_by
         try:
             if message is not None and endpoint is not None and not endpoint.disabled and not late:
                 try:
