@@ -64,6 +64,15 @@ class PgConnection:
         except asyncpg.PostgresError as exc:
             raise _refused(exc, "a statement") from exc
 
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Binary COPY: no statement to parse or plan, no parameter limit."""
+        try:
+            await self._conn.copy_records_to_table(table, records=rows, columns=list(columns))
+        except asyncpg.PostgresError as exc:
+            raise _refused(exc, "a statement") from exc
+
     async def execute_script(self, script: str) -> None:
         await self._conn.execute(script)
 

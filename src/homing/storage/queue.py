@@ -36,6 +36,7 @@ from homing.storage.sqlbase import SqlBase, time_window
 DEFAULT_ENDPOINT_CAP = 16
 REPLAY_BATCH = 1000
 INSERT_CHUNK = 500  # rows per multi-row INSERT (13 parameters each; SQLite allows 32766)
+RECORD_CHUNK = 256  # results per statement when recording (16 parameters each at most)
 CLAIM_ROUNDS = 8  # windows read per claim at most
 MIN_SCAN = 64  # rows per window at least, so that a claim for a few still looks around
 # Due rows read (and locked) per delivery still wanted, in one round: every row read is
@@ -464,49 +465,26 @@ class Queue(SqlBase):
         """
         if not results:
             return []
-        ids = [d.id for _, d in results]
-        marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
+        held: list[DeliveryState | None] = []
         async with self.db.transaction() as conn:
-            await conn.executemany(
-                # a resend asked for during this try queues the delivery again right away
-                "UPDATE delivery SET state = CASE WHEN resend THEN 'pending' ELSE $2 END,"
-                " attempts = CASE WHEN resend THEN 0 ELSE $3 END,"
-                f" trigger = CASE WHEN resend THEN {int(Trigger.MANUAL)} ELSE trigger END,"
-                " next_attempt_at = CASE WHEN resend THEN CAST($5 AS BIGINT)"
-                " ELSE CAST($4 AS BIGINT) END,"
-                " lease_until = NULL, leased_by = NULL, updated_at = $5, paced = FALSE,"
-                " resend = FALSE WHERE id = $1 AND state = 'sending' AND leased_by = $6",
-                [
-                    (
-                        d.id,
-                        d.state.value,
-                        d.attempts,
-                        opt_to_us(d.next_attempt_at),
-                        to_us(d.updated_at),
-                        d.leased_by,
-                    )
-                    for _, d in results
-                ],
-            )
-            # which updates took: ours carry our exact time and no lease any more
-            now = {
-                r["id"]: r
-                for r in await conn.fetch(
-                    f"SELECT id, state, leased_by, updated_at FROM delivery WHERE id IN ({marks})",
-                    *ids,
-                )
-            }
-            held = [
-                DeliveryState(row["state"])
-                if (row := now.get(d.id)) is not None
-                and row["leased_by"] is None
-                and row["updated_at"] == to_us(d.updated_at)
-                else None
-                for _, d in results
-            ]
-            attempts = [_attempt_values(a) for a, d in results if a is not None and d.id in now]
+            for start in range(0, len(results), RECORD_CHUNK):
+                chunk = results[start : start + RECORD_CHUNK]
+                moved = {
+                    r["id"]: DeliveryState(r["state"])
+                    for r in await conn.fetch(*_update_moves([d for _, d in chunk]))
+                }
+                held += [moved.get(d.id) for _, d in chunk]
+            # the request was made even when the lease was lost: keep the attempt, unless
+            # the delivery is gone (its application or endpoint was deleted meanwhile)
+            lost = [d.id for (_, d), kept in zip(results, held, strict=True) if kept is None]
+            exists = {d.id for (_, d), kept in zip(results, held, strict=True) if kept}
+            if lost:
+                marks = ", ".join(f"${i}" for i in range(1, len(lost) + 1))
+                found = await conn.fetch(f"SELECT id FROM delivery WHERE id IN ({marks})", *lost)
+                exists |= {r["id"] for r in found}
+            attempts = [_attempt_values(a) for a, d in results if a is not None and d.id in exists]
             if attempts:
-                await conn.executemany(_INSERT_ATTEMPT, attempts)
+                await conn.insert_rows("attempt", _ATTEMPT_COLUMNS, attempts)
         return held
 
     # -- attempts ----------------------------------------------------------------------------
@@ -574,12 +552,57 @@ _INSERT_DELIVERY = (
     f"INSERT INTO delivery ({_DELIVERY_COLUMNS})\n"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)\n"
 )
-_INSERT_ATTEMPT = (
-    "INSERT INTO attempt (id, org_id, app_id, msg_id, endpoint_id, delivery_id, url, status,"
-    " response_status, response_body, request_headers, failure_class, failure_message,"
-    " duration_ms, trigger, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-    " $12, $13, $14, $15, $16)"
-)
+_ATTEMPT_COLUMNS = (
+    "id", "org_id", "app_id", "msg_id", "endpoint_id", "delivery_id", "url", "status",
+    "response_status", "response_body", "request_headers", "failure_class", "failure_message",
+    "duration_ms", "trigger", "created_at",
+)  # fmt: skip
+# parameter types, so that PostgreSQL can type the VALUES rows (padding rows are all NULL)
+_MOVE_TYPES = ("TEXT", "TEXT", "INTEGER", "BIGINT", "BIGINT", "TEXT")
+
+
+def _values(rows: Sequence[Sequence[Any]], types: Sequence[str]) -> tuple[str, list[Any]]:
+    """A VALUES list of ``rows`` with typed parameters, padded with NULL rows to a power of
+    two, so that a few statement texts serve every batch size (prepared once each)."""
+    width = len(types)
+    padded = 1 << (len(rows) - 1).bit_length()
+    args = [v for row in rows for v in row] + [None] * (width * (padded - len(rows)))
+    groups = ", ".join(
+        "(" + ", ".join(f"CAST(${n * width + i + 1} AS {t})" for i, t in enumerate(types)) + ")"
+        for n in range(padded)
+    )
+    return "VALUES " + groups, args
+
+
+def _update_moves(moved: Sequence[Delivery]) -> tuple[Any, ...]:
+    """One UPDATE moving each delivery to its new state if ``leased_by`` still holds its
+    lease, returning those it moved (id and the state stored). A resend asked for during the
+    try queues the delivery again right away instead."""
+    values, args = _values(
+        [
+            (
+                d.id,
+                d.state.value,
+                d.attempts,
+                opt_to_us(d.next_attempt_at),
+                to_us(d.updated_at),
+                d.leased_by,
+            )
+            for d in moved
+        ],
+        _MOVE_TYPES,
+    )
+    sql = (
+        "UPDATE delivery SET state = CASE WHEN resend THEN 'pending' ELSE v.column2 END,"
+        " attempts = CASE WHEN resend THEN 0 ELSE v.column3 END,"
+        f" trigger = CASE WHEN resend THEN {int(Trigger.MANUAL)} ELSE trigger END,"
+        " next_attempt_at = CASE WHEN resend THEN v.column5 ELSE v.column4 END,"
+        " lease_until = NULL, leased_by = NULL, updated_at = v.column5, paced = FALSE,"
+        f" resend = FALSE FROM ({values}) AS v WHERE delivery.id = v.column1"
+        " AND delivery.state = 'sending' AND delivery.leased_by = v.column6"
+        " RETURNING delivery.id, delivery.state"
+    )
+    return (sql, *args)
 
 
 def _state_condition(status: int | None, args: list[Any]) -> str:

@@ -67,6 +67,16 @@ class SqliteConnection:
         except sqlite3.Error as exc:
             raise _refused(exc, "a statement") from exc
 
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        marks = ", ".join("?" * len(columns))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        try:
+            await self._conn.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _refused(exc, "a statement") from exc
+
     async def execute_script(self, script: str) -> None:
         # executescript() would COMMIT first; run statement by statement inside our transaction
         for statement in script.split(";"):
