@@ -133,6 +133,7 @@ def github_signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(parse_secret(secret), body, hashlib.sha256).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)  # header names repeat: the same few on every request
 def _is_sensitive(name: str) -> bool:
     lowered = name.lower()
     return lowered in _REDACTED_NAMES or any(part in lowered for part in _REDACTED_PARTS)

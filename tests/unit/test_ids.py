@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 
 from homing.ids import id_floor, new_id
@@ -47,3 +48,28 @@ def test_id_floor_is_below_every_id_of_that_millisecond() -> None:
     assert len(floor) == len("msg_") + 27
     for _ in range(200):
         assert new_id("msg", now_ms=NOW_MS - 1) < floor <= new_id("msg", now_ms=NOW_MS)
+
+
+def test_random_part_is_never_reused_across_buffer_refills() -> None:
+    """Ids take their random bytes from a buffer refilled a few KiB at a time: 2,000 ids (several
+    refills) still have 2,000 distinct random parts."""
+    tails = {new_id("x", 0)[-20:] for _ in range(2000)}
+    assert len(tails) == 2000
+
+
+def test_forked_child_does_not_repeat_the_parents_ids() -> None:
+    """A child process starts with a copy of the parent's buffer: it must fetch its own bytes
+    rather than hand out the ids the parent is about to make."""
+    new_id("x", 0)  # the buffer is filled and partly used
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids, then leave at once
+        os.write(write, " ".join(new_id("x", 0) for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    parent = {new_id("x", 0) for _ in range(5)}
+    assert len(child) == 5
+    assert not child & parent

@@ -302,11 +302,13 @@ class Sender:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=self._connector_factory(),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                # the deadline is ``send``'s own (one timer per request, around everything)
+                timeout=aiohttp.ClientTimeout(),
                 auto_decompress=False,
                 # we never decompress, so do not invite compressed answers
                 skip_auto_headers=("Accept-Encoding",),
                 trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # receivers' cookies are never sent back
             )
         return self._session
 
@@ -315,8 +317,7 @@ class Sender:
         started = time.perf_counter()
         stored_headers = redact_headers(request.headers)
         try:
-            # aiohttp's total timeout is the main deadline; this one also bounds anything
-            # aiohttp does outside it (resolving, releasing the connection)
+            # the one deadline: connecting (resolving included), the headers and the body
             async with asyncio.timeout(self._timeout):
                 status, body, headers = await self._post(request)
         except Exception as exc:  # every failure must reach the state machine as a value
