@@ -208,3 +208,13 @@ def test_allowance_is_the_cap_whenever_someone_else_holds_a_lease() -> None:
     assert EndpointLoad(in_flight=2, mine=1).allowance(4, 10) == 4
     assert EndpointLoad(in_flight=0, rate=5).allowance(4, 10) == 4
     assert EndpointLoad().allowance(4, 0) == 4  # a prefetch under the cap never lowers it
+
+
+def test_plain_starts_are_bounded_but_leased_ahead_endpoints_are_not() -> None:
+    """``plain`` bounds the starts of endpoints not leased ahead (what the claimer can send at
+    once); an endpoint leased ahead still gets its allowance."""
+    loads = {"a": EndpointLoad(), "b": EndpointLoad()}
+    result = plan_claim(due("b", 5) + due("a", 20), loads, NOW, 100, 4, {"a": 10}, plain=2)
+    assert [d for d in result.start if d.startswith("b")] == ["b0", "b1"]
+    assert sum(1 for d in result.start if d.startswith("a")) == 10
+    assert plan_claim(due("b", 5), loads, NOW, 100, 4, {}, plain=0).start == []

@@ -67,18 +67,24 @@ def plan_claim(
     limit: int,
     cap: int,
     prefetch: Mapping[str, int] | None = None,
+    plain: int | None = None,
 ) -> ClaimPlan:
     """Go through ``due`` in queue order and decide, for at most ``limit`` starts, what starts
     now and what waits until when. Deliveries past the limit are left as they are.
     ``prefetch``: leases per endpoint the claimer may hold when alone (see the module text);
-    an endpoint not in it gets ``cap``."""
+    an endpoint not in it gets ``cap``, and at most ``plain`` starts in all (what the claimer
+    can send at once: only endpoints it leases ahead are worth queueing for)."""
     plan = ClaimPlan()
     ahead = prefetch or {}
     running = {ep: load.in_flight for ep, load in loads.items()}
     allowed = {ep: load.allowance(cap, ahead.get(ep, 0)) for ep, load in loads.items()}
+    plain_left = limit if plain is None else plain
     for item in due:
         if len(plan.start) >= limit:
             break
+        is_plain = item.endpoint_id not in ahead
+        if is_plain and plain_left <= 0:
+            continue
         load = loads.get(item.endpoint_id, EndpointLoad())
         if running.get(item.endpoint_id, 0) >= allowed.get(item.endpoint_id, cap):
             plan.held.add(item.endpoint_id)
@@ -91,4 +97,5 @@ def plan_claim(
                 continue
         plan.start.append(item.delivery_id)
         running[item.endpoint_id] = running.get(item.endpoint_id, 0) + 1
+        plain_left -= is_plain
     return plan

@@ -57,10 +57,10 @@ IDEMPOTENCY_TTL = timedelta(hours=24)  # how long an Idempotency-Key answers the
 DEFAULT_POLL_INTERVAL = 2.0
 # deliveries asked for per claim: asking for many more than can be queued (endpoints at their
 # allowance) would only make each claim read rows for nothing; the next claim is a moment away
-CLAIM_BATCH = 128
+CLAIM_BATCH = 256
 CLAIM_LINGER = 0.001  # seconds to wait after a wake-up so that one claim serves several slots
-PREFETCH = 8  # leases one worker may hold of an endpoint it alone serves, in endpoint caps
-LEASES_PER_SLOT = 2  # leases held at most (queued, sending or recording), per send slot
+PREFETCH = 16  # leases one worker may hold of an endpoint it alone serves, in endpoint caps
+LEASES_PER_SLOT = 4  # leases held at most (queued, sending or recording), per send slot
 QUICK_ANSWER = 1000  # ms: an endpoint answering faster is leased ahead (PREFETCH)
 QUICK_MEMORY = 10_000  # endpoints remembered as quick at most
 
@@ -222,6 +222,13 @@ class Worker:
             await self._abandon()
             await self._close()
 
+    def _free_slots(self) -> int:
+        """Sends that could start now but for the deliveries queued for them: the most an
+        endpoint not leased ahead should be given (more would wait here, leased, while
+        another worker might send them)."""
+        waiting = sum(len(q) for ep, q in self._queued.items() if ep not in self._quick)
+        return max(0, self._concurrency - self._n_sending - waiting)
+
     def _held(self) -> int:
         """Leases this worker holds: queued, sending or being recorded."""
         return self._n_queued + len(self._tasks)
@@ -358,6 +365,7 @@ class Worker:
             lease=self._lease,
             cap=self._cap,
             prefetch=dict.fromkeys(self._quick, self._cap * PREFETCH),
+            plain=self._free_slots(),
         )
         if not claimed:
             return 0

@@ -279,13 +279,15 @@ class Queue(SqlBase):
         lease: timedelta,
         cap: int = DEFAULT_ENDPOINT_CAP,
         prefetch: Mapping[str, int] | None = None,
+        plain: int | None = None,
     ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries to ``worker`` until ``now + lease``, keeping
         each endpoint under ``cap`` in flight and under its throttleRate (see core.pacing):
         what may not start yet is rescheduled in the same transaction. ``prefetch`` (endpoint
         id -> leases): ``worker`` may hold up to that many leases of such an endpoint while it
         is unpaced and no other worker holds a lease of it; ``worker`` must then send at most
-        ``cap`` of them at once itself.
+        ``cap`` of them at once itself. ``plain``: at most this many deliveries in all of
+        endpoints not in ``prefetch`` (None: ``limit``).
 
         The due queue is read in bounded windows: the first from its head (oldest first),
         the next ones from where the previous claim of this process stopped, wrapping at the
@@ -293,6 +295,7 @@ class Queue(SqlBase):
         is, and the deliveries queued behind a busy endpoint's backlog are still reached.
         """
         started: list[Delivery] = []
+        plain_left = limit if plain is None else plain
         async with self.db.transaction() as conn:
             most = max([cap, *(prefetch or {}).values()])
             waiting = await self._endpoints_at_cap(conn, cap, most, worker)
@@ -306,8 +309,10 @@ class Queue(SqlBase):
                 after = last or after
                 if round_no > 0:
                     self._scan_cursor = None if at_end else after
-                started += await self._start(conn, rows, waiting, now, limit - len(started),
-                                             (cap, prefetch), lease, worker)  # fmt: skip
+                more = await self._start(conn, rows, waiting, now, limit - len(started),
+                                         (cap, prefetch, plain_left), lease, worker)  # fmt: skip
+                plain_left -= sum(1 for d in more if d.endpoint_id not in (prefetch or {}))
+                started += more
                 if len(started) >= limit or at_end:
                     break
         return started
@@ -319,12 +324,13 @@ class Queue(SqlBase):
         waiting: set[str],
         now: datetime,
         limit: int,
-        caps: tuple[int, Mapping[str, int] | None],
+        caps: tuple[int, Mapping[str, int] | None, int],
         lease: timedelta,
         worker: str,
     ) -> list[Delivery]:
         """Plan and write the start of what ``rows`` allows; add endpoints that must wait to
-        ``waiting`` (it is updated in place). ``caps``: the cap and the prefetches."""
+        ``waiting`` (it is updated in place). ``caps``: the cap, the prefetches and the
+        plain starts left."""
         due = [d for d in rows if d.endpoint_id not in waiting]
         if not due or limit <= 0:
             return []
@@ -393,10 +399,13 @@ class Queue(SqlBase):
         if not plan.start:
             return []
         marks = ", ".join(f"${i}" for i in range(5, len(plan.start) + 5))
+        # COALESCE (state is never NULL): "state = 'pending'" alone would match the partial
+        # index of due deliveries, which PostgreSQL picks over the primary key whenever its
+        # statistics lag behind a fast-growing queue, and then reads every due row
         leased = await conn.fetch(
             "UPDATE delivery SET state = 'sending', lease_until = $1, leased_by = $2,"
-            f" updated_at = $3, paced = $4 WHERE id IN ({marks}) AND state = 'pending'"
-            " RETURNING *",
+            f" updated_at = $3, paced = $4 WHERE id IN ({marks})"
+            " AND COALESCE(state, '') = 'pending' RETURNING *",
             to_us(until),
             worker,
             to_us(now),
