@@ -6,10 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from homing.delivery.http1 import (
     Client,
@@ -231,3 +239,76 @@ def test_targets_keep_host_port_path_and_tls_name() -> None:
 def test_headers_that_could_split_the_request_are_refused(headers: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         encode_request(target_of("http://h/"), headers, b"")
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (IP SAN) and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "homing test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_delivery_verifies_the_certificate_and_keeps_the_connection(
+    tmp_path: Path,
+) -> None:
+    """Over TLS the answer arrives and the connection is reused when the certificate is
+    trusted; with the system's trust store alone the same server is refused (TLS error)."""
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(ok(b"secure")(0))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_tls)
+    url = f"https://127.0.0.1:{listener.sockets[0].getsockname()[1]}/hook"
+    guard = GuardedResolver(parse_networks("127.0.0.1/32"))
+    trusting = Client(guard, ssl.create_default_context(cafile=str(cert)))
+    default = Client(guard)
+    try:
+        assert await post(trusting, url) == (200, b"secure")
+        assert await post(trusting, url) == (200, b"secure")
+        assert connections == 1
+        with pytest.raises(ssl.SSLError):
+            await post(default, url)
+    finally:
+        await trusting.close()
+        await default.close()
+        listener.close()
+        await listener.wait_closed()

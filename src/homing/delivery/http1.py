@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import socket
 import ssl
 import time
@@ -55,6 +56,8 @@ __all__ = [
 IDLE_PER_ORIGIN = 64  # idle keep-alive connections kept per scheme, host and port
 KEEPALIVE = 15.0  # seconds an idle connection is kept
 _SWEEP_EVERY = 5.0  # seconds between sweeps of idle connections past KEEPALIVE
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 token)
+_BREAK = re.compile(r"[\r\n\x00]")  # what may not appear in a header value
 
 
 class DnsError(OSError):
@@ -113,7 +116,7 @@ def encode_request(target: Target, headers: dict[str, str], body: bytes) -> byte
     Raises ``ValueError`` for a header name or value that could split the request."""
     lines = [target.head]
     for name, value in headers.items():
-        if not name or any(c in name for c in ":\r\n\x00 ") or any(c in value for c in "\r\n\x00"):
+        if not _TOKEN.fullmatch(name) or _BREAK.search(value):
             raise ValueError("header name or value not allowed")
         lines.append(f"{name}: {value}\r\n".encode())
     lines.append(f"Content-Length: {len(body)}\r\n\r\n".encode("ascii"))
