@@ -69,7 +69,10 @@ async def serving(
                 server.requests.append(await read_request(reader))
                 if hang:
                     await asyncio.sleep(3600)
-                writer.write(answer(n))
+                reply = answer(n)
+                if not reply:  # hang up without answering
+                    break
+                writer.write(reply)
                 await writer.drain()
                 n += 1
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -127,6 +130,18 @@ async def test_idle_connection_closed_by_the_server_is_replaced_once(client: Cli
         assert await post(client, server.url()) == (200, b"ok")
     assert server.connections == 2
     assert len(server.requests) == 2
+
+
+async def test_pooled_connection_dropped_without_an_answer_is_retried_once(
+    client: Client,
+) -> None:
+    """The server takes the second request on a kept-alive connection and hangs up without
+    a byte (a keep-alive race): the request goes out once more on a new connection."""
+    async with serving(lambda n: ok()(n) if n == 0 else b"") as server:
+        assert await post(client, server.url()) == (200, b"ok")
+        assert await post(client, server.url()) == (200, b"ok")
+    assert server.connections == 2
+    assert len(server.requests) == 3  # the dropped one, then the same request again
 
 
 async def test_connection_close_answer_is_not_reused(client: Client) -> None:
