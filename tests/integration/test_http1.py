@@ -193,6 +193,20 @@ async def test_broken_answers_are_invalid_responses(client: Client, reply: bytes
             await post(client, server.url())
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 100_000 + b"\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 10_000,
+    ],
+    ids=["one-huge-header", "endless-interim-answers"],
+)
+async def test_headers_are_read_only_up_to_a_bound(client: Client, reply: bytes) -> None:
+    async with serving(lambda n: reply) as server:
+        with pytest.raises(InvalidResponse, match="headers exceed"):
+            await post(client, server.url())
+
+
 async def test_fresh_connection_closed_without_an_answer_is_not_retried(client: Client) -> None:
     async with serving(ok(), close_after=0) as server:
         with pytest.raises(Disconnected):

@@ -13,7 +13,8 @@ What the ``Client`` guarantees:
   to exactly that address, so a name cannot be re-resolved (rebound) in between. Addresses are
   tried in the order given until one connects.
 - **Bounded reads**: at most ``limit`` body bytes are kept; past that the connection is closed
-  rather than drained. Header blocks are bounded by the parser (``httptools``/llhttp).
+  rather than drained.
+  Status lines and headers, interim (1xx) answers included, may take ``HEAD_LIMIT`` bytes.
   Nothing is decompressed; nothing is followed (a 3xx is returned like any answer).
 - **Keep-alive**: an exchange that ended cleanly on a persistent connection returns it to a
   per-origin pool (at most ``IDLE_PER_ORIGIN`` idle, each for at most ``KEEPALIVE`` seconds).
@@ -53,6 +54,7 @@ __all__ = [
     "target_of",
 ]
 
+HEAD_LIMIT = 64 * 1024  # bytes of status lines and headers, interim answers included
 IDLE_PER_ORIGIN = 64  # idle keep-alive connections kept per scheme, host and port
 KEEPALIVE = 15.0  # seconds an idle connection is kept
 _SWEEP_EVERY = 5.0  # seconds between sweeps of idle connections past KEEPALIVE
@@ -141,6 +143,8 @@ class _Exchange:
     size: int = 0
     headers_done: bool = False
     got_bytes: bool = False
+    head_size: int = 0  # bytes of headers handed over by the parser
+    unparsed: int = 0  # bytes received since the last header block ended, if it has not
 
 
 class _Connection(asyncio.Protocol):
@@ -169,8 +173,15 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(InvalidResponse("the server switched protocols"))
+            return
         except httptools.HttpParserError as exc:
             self._fail(InvalidResponse(f"not an HTTP/1.x answer ({exc})"))
+            return
+        # the parser holds on to the bytes of an unfinished header block: bound them, and
+        # the headers it has handed over (interim answers' included)
+        exchange.unparsed = 0 if exchange.headers_done else exchange.unparsed + len(data)
+        if max(exchange.head_size, exchange.unparsed) > HEAD_LIMIT:
+            self._fail(InvalidResponse(f"the answer's headers exceed {HEAD_LIMIT} bytes"))
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost decides what the answer was
@@ -191,6 +202,7 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.exchange is not None
+        self.exchange.head_size += len(name) + len(value) + 4
         self.exchange.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
