@@ -9,8 +9,9 @@ A thin loop around pure decisions: ``core.retry.next_attempt_at`` says when to t
   may be leased up to ``PREFETCH`` times its in-flight cap (``endpoint_concurrency``) ahead, so
   its next delivery is at hand when a send ends; the worker itself never sends more than the
   cap to one endpoint at once (see ``core.pacing``). Any other endpoint is leased only as far
-  as its cap, so a slow endpoint's deliveries are never held up in a queue. A queued delivery
-  whose lease could run out during its try is handed back unsent (``states.release``).
+  as its cap and the free send slots allow, so a slow endpoint's deliveries are never held up
+  in a queue while another worker could send them. A queued delivery whose lease could run
+  out during its try is handed back unsent (``states.release``).
 - **Waking**: when nothing is due, the worker waits on ``storage.db.wait_for_work`` (PostgreSQL
   LISTEN/NOTIFY, or SQLite's in-process event), so a new message goes out at once; otherwise it
   polls every ``poll_interval`` seconds, sooner when a retry it scheduled itself falls due.
