@@ -401,3 +401,24 @@ async def test_concurrent_claimers_leasing_ahead_never_share_an_endpoint_past_th
     else:
         assert 1 <= len(one) + len(two) <= 12
     assert await in_flight(storage, a) == len(one) + len(two)
+
+
+async def test_stale_copy_of_a_renewed_lease_cannot_move_the_delivery(storage: Storage) -> None:
+    """w1's lease runs out while the delivery waits in w1's queue; it is reclaimed and w1
+    leases it again. Handing back (or recording) the stale copy must not touch the new lease:
+    otherwise w2 could claim and send it while w1 sends it too."""
+    app = await add_app(storage)
+    endpoint = await add_endpoint(storage, app)
+    await queue(storage, app, 1, NOW - timedelta(seconds=1))
+    [stale] = await storage.claim_due(NOW, 10, "w1", LEASE, cap=CAP)
+    later = NOW + LEASE + timedelta(seconds=1)
+    assert await storage.reclaim_expired(later) == 1
+    [fresh] = await storage.claim_due(later, 10, "w1", LEASE, cap=CAP)
+    assert fresh.id == stale.id and fresh.lease_until != stale.lease_until
+
+    handed_back = replace(stale, state=DeliveryState.PENDING, updated_at=later)
+    assert await storage.record_attempts([(None, handed_back)]) == [None]
+    assert await in_flight(storage, endpoint) == 1
+    assert await storage.claim_due(later, 10, "w2", LEASE, cap=CAP) == []
+    done = replace(fresh, state=DeliveryState.SUCCESS, attempts=1, updated_at=later)
+    assert await storage.record_attempts([(None, done)]) == [DeliveryState.SUCCESS]

@@ -207,6 +207,45 @@ async def test_headers_are_read_only_up_to_a_bound(client: Client, reply: bytes)
             await post(client, server.url())
 
 
+async def test_trailers_are_bounded_and_never_replace_headers(client: Client) -> None:
+    """Trailers after a chunked body are ignored (a Retry-After there changes nothing), and a
+    trailer that never ends is cut, not buffered until the deadline."""
+    ends = b"HTTP/1.1 429 Slow\r\nTransfer-Encoding: chunked\r\nRetry-After: 5\r\n\r\n"
+    ends += b"2\r\nok\r\n0\r\nRetry-After: 99999\r\n\r\n"
+    async with serving(lambda n: ends) as server:
+        async with asyncio.timeout(5):
+            answer = await client.post(server.url(), {}, b"", 65536)
+    assert (answer.status, answer.body, answer.headers["retry-after"]) == (429, b"ok", "5")
+    endless = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: "
+    endless += b"a" * 2_000_000
+    async with serving(lambda n: endless) as server:
+        with pytest.raises(InvalidResponse, match="headers exceed"):
+            await post(client, server.url(), limit=1000)
+
+
+@pytest.mark.parametrize("coding", [b"chunked", b"Chunked", b"gzip, CHUNKED"])
+async def test_chunked_answer_cut_off_is_invalid_whatever_the_spelling(
+    client: Client, coding: bytes
+) -> None:
+    cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n10\r\npartial" % coding
+    async with serving(lambda n: cut, close_after=1) as server:
+        with pytest.raises(InvalidResponse):
+            await post(client, server.url())
+
+
+async def test_answer_beyond_the_one_asked_for_spoils_the_connection(client: Client) -> None:
+    """Two answers to one request: the first is the outcome, untouched by the second, and the
+    connection is not reused (its next answer could be the stray one)."""
+    two = ok(b"first", b"X-N: 1\r\n")(0) + ok(b"second", b"X-N: 2\r\n")(0)
+    async with serving(lambda n: two) as server:
+        async with asyncio.timeout(5):
+            answer = await client.post(server.url(), {}, b"", 65536)
+        await asyncio.sleep(0.05)
+        assert (answer.body, answer.headers["x-n"]) == (b"first", "1")
+        await post(client, server.url())
+    assert server.connections == 2
+
+
 async def test_fresh_connection_closed_without_an_answer_is_not_retried(client: Client) -> None:
     async with serving(ok(), close_after=0) as server:
         with pytest.raises(Disconnected):

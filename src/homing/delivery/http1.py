@@ -14,7 +14,9 @@ What the ``Client`` guarantees:
   tried in the order given until one connects.
 - **Bounded reads**: at most ``limit`` body bytes are kept; past that the connection is closed
   rather than drained.
-  Status lines and headers, interim (1xx) answers included, may take ``HEAD_LIMIT`` bytes.
+  Status lines and headers, interim (1xx) answers and trailers included, may take
+  ``HEAD_LIMIT`` bytes (and chunk framing a few bytes per body byte); trailers are ignored.
+  An answer the server sends beyond the one asked for makes the connection unusable.
   Nothing is decompressed; nothing is followed (a 3xx is returned like any answer).
 - **Keep-alive**: an exchange that ended cleanly on a persistent connection returns it to a
   per-origin pool (at most ``IDLE_PER_ORIGIN`` idle, each for at most ``KEEPALIVE`` seconds).
@@ -55,6 +57,7 @@ __all__ = [
 ]
 
 HEAD_LIMIT = 64 * 1024  # bytes of status lines and headers, interim answers included
+FRAMING_PER_BYTE = 8  # chunk framing allowed per body byte kept (b"1\r\nx\r\n" is 6)
 IDLE_PER_ORIGIN = 64  # idle keep-alive connections kept per scheme, host and port
 KEEPALIVE = 15.0  # seconds an idle connection is kept
 _SWEEP_EVERY = 5.0  # seconds between sweeps of idle connections past KEEPALIVE
@@ -144,6 +147,8 @@ class _Exchange:
     headers_done: bool = False
     got_bytes: bool = False
     head_size: int = 0  # bytes of headers handed over by the parser
+    received: int = 0  # bytes received in all
+    body_seen: int = 0  # body bytes the parser handed over, kept or not
     unparsed: int = 0  # bytes received since the last header block ended, if it has not
 
 
@@ -177,10 +182,15 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(InvalidResponse(f"not an HTTP/1.x answer ({exc})"))
             return
-        # the parser holds on to the bytes of an unfinished header block: bound them, and
-        # the headers it has handed over (interim answers' included)
+        # bound what is not body: the parser holds on to the bytes of an unfinished header
+        # block or trailer, and hands over headers (interim answers' and trailers included);
+        # chunk framing may add a few bytes per body byte kept
         exchange.unparsed = 0 if exchange.headers_done else exchange.unparsed + len(data)
-        if max(exchange.head_size, exchange.unparsed) > HEAD_LIMIT:
+        exchange.received += len(data)
+        framing = exchange.received - exchange.body_seen
+        if max(exchange.head_size, exchange.unparsed) > HEAD_LIMIT or framing > (
+            HEAD_LIMIT + FRAMING_PER_BYTE * exchange.limit
+        ):
             self._fail(InvalidResponse(f"the answer's headers exceed {HEAD_LIMIT} bytes"))
 
     def eof_received(self) -> bool:
@@ -200,19 +210,30 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        exchange = self.exchange
+        if exchange is None or exchange.waiter.done():  # a second answer to one request
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.exchange is not None
-        self.exchange.head_size += len(name) + len(value) + 4
-        self.exchange.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        exchange = self.exchange
+        assert exchange is not None
+        exchange.head_size += len(name) + len(value) + 4
+        if exchange.headers_done or exchange.waiter.done():  # a trailer, or not ours
+            return
+        exchange.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        assert self.exchange is not None
-        self.exchange.status = self.parser.get_status_code()
-        self.exchange.headers_done = True
+        exchange = self.exchange
+        assert exchange is not None
+        if not exchange.waiter.done():
+            exchange.status = self.parser.get_status_code()
+            exchange.headers_done = True
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
         assert exchange is not None
+        exchange.body_seen += len(body)
         room = exchange.limit - exchange.size
         if room > 0:
             exchange.chunks.append(body[:room])
@@ -233,10 +254,11 @@ class _Connection(asyncio.Protocol):
     # -- the exchange ------------------------------------------------------------------------
 
     def _ends_at_close(self) -> bool:
+        """Whether the answer's body is delimited by closing the connection (RFC 9112 6.3):
+        no Content-Length, and no Transfer-Encoding whose last coding is chunked."""
         headers = self.exchange.headers if self.exchange else {}
-        return "content-length" not in headers and "chunked" not in headers.get(
-            "transfer-encoding", ""
-        )
+        coding = headers.get("transfer-encoding", "").lower().rstrip(" \t")
+        return "content-length" not in headers and not coding.endswith("chunked")
 
     def _finish(self, reusable: bool = False) -> None:
         exchange = self.exchange

@@ -567,7 +567,7 @@ _ATTEMPT_COLUMNS = (
     "duration_ms", "trigger", "created_at",
 )  # fmt: skip
 # parameter types, so that PostgreSQL can type the VALUES rows (padding rows are all NULL)
-_MOVE_TYPES = ("TEXT", "TEXT", "INTEGER", "BIGINT", "BIGINT", "TEXT")
+_MOVE_TYPES = ("TEXT", "TEXT", "INTEGER", "BIGINT", "BIGINT", "TEXT", "BIGINT")
 
 
 def _values(rows: Sequence[Sequence[Any]], types: Sequence[str]) -> tuple[str, list[Any]]:
@@ -584,9 +584,9 @@ def _values(rows: Sequence[Sequence[Any]], types: Sequence[str]) -> tuple[str, l
 
 
 def _update_moves(moved: Sequence[Delivery]) -> tuple[Any, ...]:
-    """One UPDATE moving each delivery to its new state if ``leased_by`` still holds its
-    lease, returning those it moved (id and the state stored). A resend asked for during the
-    try queues the delivery again right away instead."""
+    """One UPDATE moving each delivery to its new state if its lease (``leased_by`` and
+    ``lease_until``) still holds, returning those it moved (id and the state stored). A
+    resend asked for during the try queues the delivery again right away instead."""
     values, args = _values(
         [
             (
@@ -596,6 +596,7 @@ def _update_moves(moved: Sequence[Delivery]) -> tuple[Any, ...]:
                 opt_to_us(d.next_attempt_at),
                 to_us(d.updated_at),
                 d.leased_by,
+                opt_to_us(d.lease_until),
             )
             for d in moved
         ],
@@ -609,6 +610,9 @@ def _update_moves(moved: Sequence[Delivery]) -> tuple[Any, ...]:
         " lease_until = NULL, leased_by = NULL, updated_at = v.column5, paced = FALSE,"
         f" resend = FALSE FROM ({values}) AS v WHERE delivery.id = v.column1"
         " AND delivery.state = 'sending' AND delivery.leased_by = v.column6"
+        # the very lease: a worker's stale copy of an expired lease it has claimed anew
+        # must not move the delivery under its newer lease
+        " AND delivery.lease_until = v.column7"
         " RETURNING delivery.id, delivery.state"
     )
     return (sql, *args)
