@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -187,3 +188,31 @@ async def test_delivery_whose_lease_ran_short_in_the_queue_is_handed_back_unsent
     ]
     assert len(receiver.at("/late")) == 1
     assert await state_of(storage, message, endpoint) is DeliveryState.SUCCESS
+
+
+async def test_busy_quick_endpoint_does_not_starve_another_when_the_worker_is_full(
+    settings: Settings, storage: Storage, app: Application, receiver: Receiver
+) -> None:
+    """A worker whose every send slot goes to a quick endpoint with a long backlog still
+    claims and sends another endpoint's newer deliveries early, not after that backlog."""
+    await add_endpoint(storage, app, receiver.url("/busy"), event_types=("busy",))
+    other = await add_endpoint(storage, app, receiver.url("/other"), event_types=("other",))
+    for _ in range(60):
+        await add_message(storage, app, event_type="busy")
+    late = [await add_message(storage, app, event_type="other") for _ in range(3)]
+    tight = replace(settings, worker_concurrency=2, endpoint_concurrency=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker(tight, storage).run(stop))
+    try:
+        async with asyncio.timeout(20):
+            while len(receiver.at("/busy")) < 60 or len(receiver.at("/other")) < 3:
+                await asyncio.sleep(0.005)
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    order = [seen.path for seen in receiver.seen]
+    assert order.index("/other") < 30, order  # well before the busy backlog is through
+    assert order[: order.index("/other")].count("/busy") < 30
+    for message in late:
+        assert await state_of(storage, message, other) is DeliveryState.SUCCESS

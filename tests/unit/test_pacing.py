@@ -218,3 +218,12 @@ def test_plain_starts_are_bounded_but_leased_ahead_endpoints_are_not() -> None:
     assert [d for d in result.start if d.startswith("b")] == ["b0", "b1"]
     assert sum(1 for d in result.start if d.startswith("a")) == 10
     assert plan_claim(due("b", 5), loads, NOW, 100, 4, {}, plain=0).start == []
+
+
+def test_backlog_leased_ahead_never_keeps_the_endpoints_behind_it_out() -> None:
+    """``a``'s long backlog comes first in the queue and ``a`` may lease 10 ahead, but every
+    endpoint gets its cap first: ``b`` gets 2 of the 6 starts, ``a`` the rest."""
+    loads = {"a": EndpointLoad(), "b": EndpointLoad()}
+    result = plan_claim(due("a", 20) + due("b", 3), loads, NOW, 6, 2, {"a": 10})
+    assert result.start == ["a0", "a1", "b0", "b1", "a2", "a3"]
+    assert result.held == {"b"}  # at its cap; "a" still had room

@@ -71,13 +71,15 @@ def plan_claim(
 ) -> ClaimPlan:
     """Go through ``due`` in queue order and decide, for at most ``limit`` starts, what starts
     now and what waits until when. Deliveries past the limit are left as they are.
-    ``prefetch``: leases per endpoint the claimer may hold when alone (see the module text);
-    an endpoint not in it gets ``cap``, and at most ``plain`` starts in all (what the claimer
-    can send at once: only endpoints it leases ahead are worth queueing for)."""
+
+    First every endpoint gets up to ``cap`` (endpoints not in ``prefetch`` at most ``plain``
+    starts in all: what the claimer can send at once), then what is left of ``limit`` goes to
+    the endpoints in ``prefetch``, up to their allowance (see the module text). So one
+    endpoint's backlog leased ahead never keeps the endpoints queued behind it out.
+    """
     plan = ClaimPlan()
     ahead = prefetch or {}
     running = {ep: load.in_flight for ep, load in loads.items()}
-    allowed = {ep: load.allowance(cap, ahead.get(ep, 0)) for ep, load in loads.items()}
     plain_left = limit if plain is None else plain
     for item in due:
         if len(plan.start) >= limit:
@@ -86,7 +88,7 @@ def plan_claim(
         if is_plain and plain_left <= 0:
             continue
         load = loads.get(item.endpoint_id, EndpointLoad())
-        if running.get(item.endpoint_id, 0) >= allowed.get(item.endpoint_id, cap):
+        if running.get(item.endpoint_id, 0) >= cap:
             plan.held.add(item.endpoint_id)
             continue
         if load.rate and not item.paced:
@@ -98,4 +100,32 @@ def plan_claim(
         plan.start.append(item.delivery_id)
         running[item.endpoint_id] = running.get(item.endpoint_id, 0) + 1
         plain_left -= is_plain
+    _lease_ahead(plan, due, loads, running, limit, cap, ahead)
     return plan
+
+
+def _lease_ahead(
+    plan: ClaimPlan,
+    due: Sequence[Due],
+    loads: Mapping[str, EndpointLoad],
+    running: dict[str, int],
+    limit: int,
+    cap: int,
+    ahead: Mapping[str, int],
+) -> None:
+    """The second pass of ``plan_claim``: endpoints leased ahead take what is left."""
+    allowed = {ep: loads[ep].allowance(cap, n) for ep, n in ahead.items() if ep in loads}
+    allowed = {ep: n for ep, n in allowed.items() if n > cap}
+    if not allowed or len(plan.start) >= limit:
+        return
+    planned = set(plan.start) | set(plan.defer)
+    for item in due:
+        if len(plan.start) >= limit:
+            break
+        endpoint = item.endpoint_id
+        if endpoint not in allowed or item.delivery_id in planned:
+            continue
+        if running.get(endpoint, 0) < allowed[endpoint]:
+            plan.start.append(item.delivery_id)
+            running[endpoint] = running.get(endpoint, 0) + 1
+    plan.held -= {ep for ep, n in allowed.items() if running.get(ep, 0) < n}

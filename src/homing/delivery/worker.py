@@ -224,41 +224,55 @@ class Worker:
             await self._close()
 
     def _free_slots(self) -> int:
-        """Sends that could start now but for the deliveries queued for them: the most an
-        endpoint not leased ahead should be given (more would wait here, leased, while
-        another worker might send them)."""
+        """How many deliveries of endpoints not leased ahead may be claimed now: the send
+        slots free but for those already queued (more would wait here, leased, while another
+        worker might send them), and at least an endpoint cap's worth even when the worker is
+        full, so that a quick endpoint's backlog cannot keep every other endpoint out."""
         waiting = sum(len(q) for ep, q in self._queued.items() if ep not in self._quick)
-        return max(0, self._concurrency - self._n_sending - waiting)
+        return max(0, max(self._concurrency - self._n_sending, self._cap) - waiting)
 
     def _held(self) -> int:
         """Leases this worker holds: queued, sending or being recorded."""
         return self._n_queued + len(self._tasks)
 
     def _dispatch(self) -> None:
-        """Start queued deliveries, oldest claim first per endpoint, while the endpoint is
-        under its cap and the worker under its concurrency."""
-        for endpoint_id in list(self._queued):
-            self._start_queued(endpoint_id)
-            if self._n_sending >= self._concurrency:
-                return
+        """Start queued deliveries while the worker is under its concurrency: one per endpoint
+        in turn (round robin), each endpoint under its cap, oldest claim first."""
+        started = True
+        while started and self._n_sending < self._concurrency:
+            started = False
+            for endpoint_id in list(self._queued):
+                if self._n_sending >= self._concurrency:
+                    return
+                started |= self._start_one(endpoint_id)
 
     def _start_queued(self, endpoint_id: str) -> None:
+        """Start what ``endpoint_id``'s cap allows of its queue."""
+        while self._start_one(endpoint_id):
+            pass
+
+    def _start_one(self, endpoint_id: str) -> bool:
+        """Start the endpoint's oldest queued delivery if its cap and the worker allow; its
+        queue then goes to the back of the turn. Whether one started."""
         queue = self._queued.get(endpoint_id)
-        while (
-            queue
-            and self._starting
-            and self._sending.get(endpoint_id, 0) < self._cap
-            and self._n_sending < self._concurrency
+        if (
+            not queue
+            or not self._starting
+            or self._sending.get(endpoint_id, 0) >= self._cap
+            or self._n_sending >= self._concurrency
         ):
-            job = queue.popleft()
-            self._n_queued -= 1
-            self._sending[endpoint_id] = self._sending.get(endpoint_id, 0) + 1
-            self._n_sending += 1
-            task = asyncio.create_task(self._process(*job))
-            self._tasks.add(task)
-            task.add_done_callback(self._finished)
-        if queue is not None and not queue:
-            del self._queued[endpoint_id]
+            return False
+        job = queue.popleft()
+        self._n_queued -= 1
+        self._sending[endpoint_id] = self._sending.get(endpoint_id, 0) + 1
+        self._n_sending += 1
+        task = asyncio.create_task(self._process(*job))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        del self._queued[endpoint_id]  # to the back of the turn, or gone when empty
+        if queue:
+            self._queued[endpoint_id] = queue
+        return True
 
     def _sent(self, endpoint_id: str, outcome: Outcome | None) -> None:
         """A send ended (its result is still to be recorded): its slot takes the next one."""
