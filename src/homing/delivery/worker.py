@@ -226,10 +226,14 @@ class Worker:
     def _free_slots(self) -> int:
         """How many deliveries of endpoints not leased ahead may be claimed now: the send
         slots free but for those already queued (more would wait here, leased, while another
-        worker might send them), and at least an endpoint cap's worth even when the worker is
-        full, so that a quick endpoint's backlog cannot keep every other endpoint out."""
+        worker might send them); but while deliveries leased ahead wait here, at least an
+        endpoint cap's worth, so that a quick endpoint's backlog keeping every send slot busy
+        cannot keep the other endpoints out."""
         waiting = sum(len(q) for ep, q in self._queued.items() if ep not in self._quick)
-        return max(0, max(self._concurrency - self._n_sending, self._cap) - waiting)
+        free = self._concurrency - self._n_sending
+        if any(ep in self._quick for ep in self._queued):
+            free = max(free, self._cap)
+        return max(0, free - waiting)
 
     def _held(self) -> int:
         """Leases this worker holds: queued, sending or being recorded."""
