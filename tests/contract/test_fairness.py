@@ -422,3 +422,17 @@ async def test_stale_copy_of_a_renewed_lease_cannot_move_the_delivery(storage: S
     assert await storage.claim_due(later, 10, "w2", LEASE, cap=CAP) == []
     done = replace(fresh, state=DeliveryState.SUCCESS, attempts=1, updated_at=later)
     assert await storage.record_attempts([(None, done)]) == [DeliveryState.SUCCESS]
+
+
+async def test_backlog_leased_ahead_does_not_hide_an_endpoint_past_the_first_window(
+    storage: Storage,
+) -> None:
+    """200 of A (which w1 may lease ahead) are due before B's one delivery, far more than one
+    read window: one claim still gives B its delivery, and A the rest of the limit."""
+    app_a, app_b = await add_app(storage), await add_app(storage)
+    a, b = await add_endpoint(storage, app_a), await add_endpoint(storage, app_b)
+    await queue(storage, app_a, 200, NOW - timedelta(seconds=10))
+    await queue(storage, app_b, 1, NOW - timedelta(seconds=1))
+    got = await storage.claim_due(NOW, 8, "w1", LEASE, cap=CAP, prefetch={a.id: 64}, plain=4)
+    assert sum(d.endpoint_id == b.id for d in got) == 1
+    assert sum(d.endpoint_id == a.id for d in got) == 7

@@ -308,7 +308,7 @@ async def test_healthy_endpoint_is_claimed_behind_large_backlogs(storage: Storag
     await add_message(storage, healthy_app, NOW - timedelta(seconds=1))
 
     claimed = await storage.claim_due(NOW, 20, "w1", LEASE, cap=2)
-    for _ in range(5):  # 1,500 rows ahead; a claim reads up to 8 windows of 64
+    for _ in range(6):  # 1,500 rows ahead; a claim reads 64 rows, then 256 further on
         if healthy.id in [d.endpoint_id for d in claimed]:
             break
         claimed += await storage.claim_due(NOW, 20, "w1", LEASE, cap=2)
@@ -322,7 +322,7 @@ async def test_endpoints_at_their_cap_are_passed_over_from_the_first_window(
 ) -> None:
     """Endpoints already at their cap are skipped before reading the queue, so even more of
     them than a claim reads windows cannot hide the delivery of another endpoint."""
-    for k in range(10):  # more than CLAIM_ROUNDS, one window's worth of backlog each
+    for k in range(10):  # more than a claim reads windows, one window's worth of backlog each
         busy = await add_app(storage)
         await add_endpoint(storage, busy)
         await queue(storage, busy, 2 + 6, NOW - timedelta(minutes=20 - k))

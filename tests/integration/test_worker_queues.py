@@ -7,6 +7,7 @@ stops, or when their lease could run out during the try. SQLite storage, real HT
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -175,9 +176,11 @@ async def test_delivery_whose_lease_ran_short_in_the_queue_is_handed_back_unsent
     recorded: list[tuple[Attempt | None, Delivery]] = []
     record = storage.record_attempts
 
-    async def spy(results: Sequence[tuple[Attempt | None, Delivery]]) -> list[object]:
+    async def spy(
+        results: Sequence[tuple[Attempt | None, Delivery]],
+    ) -> list[DeliveryState | None]:
         recorded.extend(results)
-        return list(await record(results))
+        return await record(results)
 
     storage.record_attempts = spy  # type: ignore[method-assign]
     await worker(settings, storage, clock=clock).run_until_idle()
@@ -197,7 +200,7 @@ async def test_busy_quick_endpoint_does_not_starve_another_when_the_worker_is_fu
     claims and sends another endpoint's newer deliveries early, not after that backlog."""
     await add_endpoint(storage, app, receiver.url("/busy"), event_types=("busy",))
     other = await add_endpoint(storage, app, receiver.url("/other"), event_types=("other",))
-    for _ in range(60):
+    for _ in range(200):  # several read windows of backlog before the other endpoint's
         await add_message(storage, app, event_type="busy")
     late = [await add_message(storage, app, event_type="other") for _ in range(3)]
     tight = replace(settings, worker_concurrency=2, endpoint_concurrency=2)
@@ -205,7 +208,7 @@ async def test_busy_quick_endpoint_does_not_starve_another_when_the_worker_is_fu
     task = asyncio.create_task(worker(tight, storage).run(stop))
     try:
         async with asyncio.timeout(20):
-            while len(receiver.at("/busy")) < 60 or len(receiver.at("/other")) < 3:
+            while len(receiver.at("/busy")) < 200 or len(receiver.at("/other")) < 3:
                 await asyncio.sleep(0.005)
     finally:
         stop.set()
@@ -216,3 +219,25 @@ async def test_busy_quick_endpoint_does_not_starve_another_when_the_worker_is_fu
     assert order[: order.index("/other")].count("/busy") < 30
     for message in late:
         assert await state_of(storage, message, other) is DeliveryState.SUCCESS
+
+
+def test_claim_budget_for_other_endpoints_follows_what_can_start(
+    settings: Settings, storage: Storage
+) -> None:
+    """What a worker may claim of endpoints it does not lease ahead (``plain``), from what
+    its queues hold: send slots not taken by sends or by queued deliveries able to start; and
+    a cap's worth while an endpoint has more queued than its cap lets start, whether or not it
+    still answers quickly."""
+    tight = replace(settings, worker_concurrency=8, endpoint_concurrency=2)
+    w = worker(tight, storage)
+    job = (None, None, None)
+    assert w._free_slots() == 8
+    w._queued["slow"] = deque([job])  # type: ignore[list-item]
+    assert w._free_slots() == 7  # one queued delivery can start
+    w._sending["q"], w._n_sending = 2, 2
+    w._queued["q"] = deque([job] * 30)  # type: ignore[list-item]
+    assert w._free_slots() == 5  # q is at its cap: its queue takes no slot yet
+    w._quick.add("q")
+    assert w._free_slots() == 5  # the same whether q is still quick or not
+    w._n_sending = 8  # every slot busy: a cap's worth, less what is ready
+    assert w._free_slots() == 1

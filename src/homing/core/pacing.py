@@ -68,6 +68,7 @@ def plan_claim(
     cap: int,
     prefetch: Mapping[str, int] | None = None,
     plain: int | None = None,
+    lease_ahead: bool = True,
 ) -> ClaimPlan:
     """Go through ``due`` in queue order and decide, for at most ``limit`` starts, what starts
     now and what waits until when. Deliveries past the limit are left as they are.
@@ -75,7 +76,9 @@ def plan_claim(
     First every endpoint gets up to ``cap`` (endpoints not in ``prefetch`` at most ``plain``
     starts in all: what the claimer can send at once), then what is left of ``limit`` goes to
     the endpoints in ``prefetch``, up to their allowance (see the module text). So one
-    endpoint's backlog leased ahead never keeps the endpoints queued behind it out.
+    endpoint's backlog leased ahead never keeps the endpoints queued behind it out (a caller
+    reading the queue in windows plans each with ``lease_ahead=False`` and leases ahead once
+    it has read them all).
     """
     plan = ClaimPlan()
     ahead = prefetch or {}
@@ -100,7 +103,8 @@ def plan_claim(
         plan.start.append(item.delivery_id)
         running[item.endpoint_id] = running.get(item.endpoint_id, 0) + 1
         plain_left -= is_plain
-    _lease_ahead(plan, due, loads, running, limit, cap, ahead)
+    if lease_ahead:
+        _lease_ahead(plan, due, loads, running, limit, cap, ahead)
     return plan
 
 

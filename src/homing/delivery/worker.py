@@ -225,15 +225,19 @@ class Worker:
 
     def _free_slots(self) -> int:
         """How many deliveries of endpoints not leased ahead may be claimed now: the send
-        slots free but for those already queued (more would wait here, leased, while another
-        worker might send them); but while deliveries leased ahead wait here, at least an
-        endpoint cap's worth, so that a quick endpoint's backlog keeping every send slot busy
-        cannot keep the other endpoints out."""
-        waiting = sum(len(q) for ep, q in self._queued.items() if ep not in self._quick)
-        free = self._concurrency - self._n_sending
-        if any(ep in self._quick for ep in self._queued):
-            free = max(free, self._cap)
-        return max(0, free - waiting)
+        slots not taken by sends or by queued deliveries that could start (more would wait
+        here, leased, while another worker might send them); but while an endpoint has more
+        queued than its cap lets start, at least a cap's worth, so that a backlog keeping
+        every send slot busy cannot keep the other endpoints out."""
+        ready = backlog = 0
+        for endpoint_id, queue in self._queued.items():
+            room = max(0, self._cap - self._sending.get(endpoint_id, 0))
+            ready += min(len(queue), room)
+            backlog += max(0, len(queue) - room)
+        free = self._concurrency - self._n_sending - ready
+        if backlog:
+            free = max(free, self._cap - ready)
+        return max(0, free)
 
     def _held(self) -> int:
         """Leases this worker holds: queued, sending or being recorded."""

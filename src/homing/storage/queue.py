@@ -37,12 +37,12 @@ DEFAULT_ENDPOINT_CAP = 16
 REPLAY_BATCH = 1000
 INSERT_CHUNK = 500  # rows per multi-row INSERT (13 parameters each; SQLite allows 32766)
 RECORD_CHUNK = 256  # results per statement when recording (16 parameters each at most)
-CLAIM_ROUNDS = 8  # windows read per claim at most
+CLAIM_ROUNDS = 2  # windows read per claim at most: the head, then one further on
 MIN_SCAN = 64  # rows per window at least, so that a claim for a few still looks around
-# Due rows read (and locked) per delivery still wanted, in one round: every row read is
-# locked, so reading more than can start is work for nothing. Endpoints a round finds busy
-# are left out of the next round, so their backlog cannot hide the endpoints behind it.
-CLAIM_WINDOW = 1
+# Rows of a further window per delivery still wanted: further windows look past the
+# backlogs of endpoints at their cap (which are left out of the planning), and one large
+# read costs one round trip where several small ones cost several.
+FAR_WINDOW = 4
 
 
 class Queue(SqlBase):
@@ -295,26 +295,39 @@ class Queue(SqlBase):
         is, and the deliveries queued behind a busy endpoint's backlog are still reached.
         """
         started: list[Delivery] = []
+        ahead = prefetch or {}
         plain_left = limit if plain is None else plain
+        read: list[Due] = []  # rows of endpoints that may be leased ahead, for the last step
         async with self.db.transaction() as conn:
-            most = max([cap, *(prefetch or {}).values()])
+            most = max([cap, *ahead.values()])
             waiting = await self._endpoints_at_cap(conn, cap, most, worker)
             after: tuple[int, str] | None = None
             for round_no in range(CLAIM_ROUNDS):
                 if round_no == 1 and self._scan_cursor is not None:
                     after = max(after, self._scan_cursor) if after else self._scan_cursor
-                window = max(limit - len(started), MIN_SCAN) * CLAIM_WINDOW
+                window = max(limit - len(started), MIN_SCAN) * (FAR_WINDOW if round_no else 1)
                 rows, last = await self._due(conn, now, window, after)
                 at_end = len(rows) < window
                 after = last or after
                 if round_no > 0:
                     self._scan_cursor = None if at_end else after
+                # leasing ahead takes rows in queue order up to the limit: keep enough of them
+                read += [d for d in rows if d.endpoint_id in ahead][: 2 * limit - len(read)]
+                # every endpoint up to its cap first, in every window read ...
+                first = (cap, prefetch, plain_left, False)
                 more = await self._start(conn, rows, waiting, now, limit - len(started),
-                                         (cap, prefetch, plain_left), lease, worker)  # fmt: skip
-                plain_left -= sum(1 for d in more if d.endpoint_id not in (prefetch or {}))
+                                         first, lease, worker)  # fmt: skip
+                plain_left -= sum(1 for d in more if d.endpoint_id not in ahead)
                 started += more
                 if len(started) >= limit or at_end:
                     break
+            # ... then what is left of the limit to the endpoints leased ahead
+            if read and len(started) < limit:
+                taken = {d.id for d in started}
+                rest = [d for d in read if d.delivery_id not in taken]
+                then = (cap, prefetch, 0, True)
+                started += await self._start(conn, rest, set(), now, limit - len(started),
+                                             then, lease, worker)  # fmt: skip
         return started
 
     async def _start(
@@ -324,13 +337,13 @@ class Queue(SqlBase):
         waiting: set[str],
         now: datetime,
         limit: int,
-        caps: tuple[int, Mapping[str, int] | None, int],
+        caps: tuple[int, Mapping[str, int] | None, int, bool],
         lease: timedelta,
         worker: str,
     ) -> list[Delivery]:
         """Plan and write the start of what ``rows`` allows; add endpoints that must wait to
-        ``waiting`` (it is updated in place). ``caps``: the cap, the prefetches and the
-        plain starts left."""
+        ``waiting`` (it is updated in place). ``caps``: the cap, the prefetches, the plain
+        starts left and whether to lease ahead."""
         due = [d for d in rows if d.endpoint_id not in waiting]
         if not due or limit <= 0:
             return []
