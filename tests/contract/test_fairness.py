@@ -98,6 +98,29 @@ async def deliveries_of(storage: Storage, endpoint: Endpoint) -> list[Delivery]:
     return [delivery for _, delivery in page.items]
 
 
+async def claim_at_once(
+    storage: Storage, database_url: str, limit: int, prefetch: dict[str, int] | None = None
+) -> tuple[list[Delivery], list[Delivery]]:
+    """Workers w1 (on ``storage``) and w2 (on a second storage of the same database) each
+    claim 6 times, interleaved; what each got."""
+    second = await open_storage(database_url)
+
+    async def claim_repeatedly(store: Storage, worker: str) -> list[Delivery]:
+        got: list[Delivery] = []
+        for _ in range(6):
+            got += await store.claim_due(NOW, limit, worker, LEASE, cap=CAP, prefetch=prefetch)
+            await asyncio.sleep(0)
+        return got
+
+    try:
+        one, two = await asyncio.gather(
+            claim_repeatedly(storage, "w1"), claim_repeatedly(second, "w2")
+        )
+    finally:
+        await second.close()
+    return one, two
+
+
 async def in_flight(storage: Storage, endpoint: Endpoint) -> int:
     return (await storage.endpoint_stats(endpoint.id, None, None))[DeliveryState.SENDING]
 
@@ -153,21 +176,7 @@ async def test_concurrent_claimers_never_exceed_the_cap_together(
     app = await add_app(storage)
     a = await add_endpoint(storage, app)
     await queue(storage, app, 40, NOW - timedelta(seconds=10))
-    second = await open_storage(database_url)
-    try:
-
-        async def claim_repeatedly(store: Storage, worker: str) -> list[Delivery]:
-            got: list[Delivery] = []
-            for _ in range(6):
-                got += await store.claim_due(NOW, 2, worker, LEASE, cap=CAP)
-                await asyncio.sleep(0)
-            return got
-
-        one, two = await asyncio.gather(
-            claim_repeatedly(storage, "w1"), claim_repeatedly(second, "w2")
-        )
-    finally:
-        await second.close()
+    one, two = await claim_at_once(storage, database_url, limit=2)
 
     assert 1 <= len(one) + len(two) <= CAP
     assert len({d.id for d in one + two}) == len(one) + len(two)
@@ -379,21 +388,7 @@ async def test_concurrent_claimers_leasing_ahead_never_share_an_endpoint_past_th
     app = await add_app(storage)
     a = await add_endpoint(storage, app)
     await queue(storage, app, 60, NOW - timedelta(seconds=10))
-    second = await open_storage(database_url)
-    try:
-
-        async def claim_repeatedly(store: Storage, worker: str) -> list[Delivery]:
-            got: list[Delivery] = []
-            for _ in range(6):
-                got += await store.claim_due(NOW, 3, worker, LEASE, cap=CAP, prefetch={a.id: 12})
-                await asyncio.sleep(0)
-            return got
-
-        one, two = await asyncio.gather(
-            claim_repeatedly(storage, "w1"), claim_repeatedly(second, "w2")
-        )
-    finally:
-        await second.close()
+    one, two = await claim_at_once(storage, database_url, limit=3, prefetch={a.id: 12})
 
     assert len({d.id for d in one + two}) == len(one) + len(two)
     if one and two:

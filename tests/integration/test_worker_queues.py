@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,40 +18,26 @@ from aiohttp import web
 
 from homing.config import Settings
 from homing.core.models import Application, Attempt, Delivery, DeliveryState, Endpoint
-from homing.ids import new_id
-from homing.storage import Storage, open_storage
+from homing.storage import Storage
 
+from . import test_worker as worker_tests
 from .receiver import Receiver, hang, status
-from .test_worker import ORG, add_endpoint, add_message, state_of, worker
+from .test_worker import add_endpoint, add_message, state_of, worker
 
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    opened = await open_storage("sqlite:///" + str(tmp_path / "queues.db"))
-    try:
-        await opened.migrate()
-        yield opened
-    finally:
-        await opened.close()
+# the SQLite storage and the application of the worker tests
+storage = worker_tests.storage
+app = worker_tests.app
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
-        database_url="sqlite:///" + str(tmp_path / "queues.db"),
+        database_url="sqlite:///" + str(tmp_path / "worker.db"),
         request_timeout=2.0,
         retry_schedule=(0, 0),
         retry_jitter=0.0,
         allow_networks="127.0.0.0/8",
         endpoint_concurrency=3,
-    )
-
-
-@pytest.fixture
-async def app(storage: Storage) -> Application:
-    now = datetime.now(UTC)
-    return await storage.create_application(
-        Application(new_id("app"), ORG, "Queues", None, None, {}, now, now)
     )
 
 

@@ -139,7 +139,6 @@ class Worker:
         # a queued delivery starts only while its lease outlasts a try by half the margin
         self._start_by = timedelta(seconds=settings.request_timeout + settings.lease_margin / 2)
         self._queued: dict[str, deque[Job]] = {}  # claimed, not started, per endpoint
-        self._n_queued = 0
         self._sending: dict[str, int] = {}  # sends in flight per endpoint
         self._n_sending = 0
         self._quick: set[str] = set()  # endpoints whose last answer was quick
@@ -241,7 +240,7 @@ class Worker:
 
     def _held(self) -> int:
         """Leases this worker holds: queued, sending or being recorded."""
-        return self._n_queued + len(self._tasks)
+        return sum(map(len, self._queued.values())) + len(self._tasks)
 
     def _dispatch(self) -> None:
         """Start queued deliveries while the worker is under its concurrency: one per endpoint
@@ -271,7 +270,6 @@ class Worker:
         ):
             return False
         job = queue.popleft()
-        self._n_queued -= 1
         self._sending[endpoint_id] = self._sending.get(endpoint_id, 0) + 1
         self._n_sending += 1
         task = asyncio.create_task(self._process(*job))
@@ -310,7 +308,6 @@ class Worker:
         self._starting = False
         jobs = [job for queue in self._queued.values() for job in queue]
         self._queued.clear()
-        self._n_queued = 0
         now = self._clock()
         results = await asyncio.gather(
             *(self._recorder.record(None, release(job[0], now)) for job in jobs),
@@ -330,7 +327,6 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._queued.clear()
-        self._n_queued = 0
 
     async def _close(self) -> None:
         await self._recorder.close()
@@ -397,7 +393,6 @@ class Worker:
         for delivery in claimed:
             job = (delivery, messages.get(delivery.msg_id), endpoints.get(delivery.endpoint_id))
             self._queued.setdefault(delivery.endpoint_id, deque()).append(job)
-        self._n_queued += len(claimed)
         return len(claimed)
 
     # -- one delivery ------------------------------------------------------------------------

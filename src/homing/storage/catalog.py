@@ -26,7 +26,7 @@ from homing.storage.base import (
     Token,
 )
 from homing.storage.rows import dump, dump_opt, dump_secrets, opt_to_us, to_us
-from homing.storage.sqlbase import SqlBase
+from homing.storage.sqlbase import SqlBase, marks
 
 IDEMPOTENCY_STALE = timedelta(seconds=60)
 
@@ -273,11 +273,10 @@ class Catalog(SqlBase):
         """The retry schedules that event types of ``org_id`` set, by event type name."""
         if not names:
             return {}
-        marks = ", ".join(f"${i}" for i in range(2, len(names) + 2))
         async with self.db.connection() as conn:
             found = await conn.fetch(
                 "SELECT name, retry_schedule FROM event_type WHERE org_id = $1"
-                f" AND name IN ({marks}) AND retry_schedule IS NOT NULL",
+                f" AND name IN ({marks(len(names), 2)}) AND retry_schedule IS NOT NULL",
                 org_id,
                 *names,
             )

@@ -3,6 +3,7 @@ and attempts."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -31,7 +32,7 @@ from homing.storage.base import (
     Row,
 )
 from homing.storage.rows import dump, dump_opt, opt_to_us, to_us
-from homing.storage.sqlbase import SqlBase, time_window
+from homing.storage.sqlbase import SqlBase, marks, time_window
 
 DEFAULT_ENDPOINT_CAP = 16
 REPLAY_BATCH = 1000
@@ -411,13 +412,12 @@ class Queue(SqlBase):
             )
         if not plan.start:
             return []
-        marks = ", ".join(f"${i}" for i in range(5, len(plan.start) + 5))
         # COALESCE (state is never NULL): "state = 'pending'" alone would match the partial
         # index of due deliveries, which PostgreSQL picks over the primary key whenever its
         # statistics lag behind a fast-growing queue, and then reads every due row
         leased = await conn.fetch(
             "UPDATE delivery SET state = 'sending', lease_until = $1, leased_by = $2,"
-            f" updated_at = $3, paced = $4 WHERE id IN ({marks})"
+            f" updated_at = $3, paced = $4 WHERE id IN ({marks(len(plan.start), 5)})"
             " AND COALESCE(state, '') = 'pending' RETURNING *",
             to_us(until),
             worker,
@@ -434,16 +434,16 @@ class Queue(SqlBase):
         their rows locked until the claim commits. Endpoints locked by another claimer are
         left out (``SKIP LOCKED``): waiting for them could deadlock two claimers that lock in
         different rounds."""
-        marks = ", ".join(f"${i}" for i in range(1, len(endpoint_ids) + 1))
+        places = marks(len(endpoint_ids))
         paces = await conn.fetch(
-            f"SELECT id, rate_limit, next_send_at FROM endpoint WHERE id IN ({marks})"
+            f"SELECT id, rate_limit, next_send_at FROM endpoint WHERE id IN ({places})"
             " ORDER BY id" + self.db.row_lock_skip,
             *endpoint_ids,
         )
         running = await conn.fetch(
             "SELECT endpoint_id, COUNT(*) AS n,"
             f" SUM(CASE WHEN leased_by = ${len(endpoint_ids) + 1} THEN 1 ELSE 0 END) AS mine"
-            f" FROM delivery WHERE state = 'sending' AND endpoint_id IN ({marks})"
+            f" FROM delivery WHERE state = 'sending' AND endpoint_id IN ({places})"
             " GROUP BY endpoint_id",
             *endpoint_ids,
             worker,
@@ -501,8 +501,9 @@ class Queue(SqlBase):
             lost = [d.id for (_, d), kept in zip(results, held, strict=True) if kept is None]
             exists = {d.id for (_, d), kept in zip(results, held, strict=True) if kept}
             if lost:
-                marks = ", ".join(f"${i}" for i in range(1, len(lost) + 1))
-                found = await conn.fetch(f"SELECT id FROM delivery WHERE id IN ({marks})", *lost)
+                found = await conn.fetch(
+                    f"SELECT id FROM delivery WHERE id IN ({marks(len(lost))})", *lost
+                )
                 exists |= {r["id"] for r in found}
             attempts = [_attempt_values(a) for a, d in results if a is not None and d.id in exists]
             if attempts:
@@ -583,52 +584,53 @@ _ATTEMPT_COLUMNS = (
 _MOVE_TYPES = ("TEXT", "TEXT", "INTEGER", "BIGINT", "BIGINT", "TEXT", "BIGINT")
 
 
-def _values(rows: Sequence[Sequence[Any]], types: Sequence[str]) -> tuple[str, list[Any]]:
-    """A VALUES list of ``rows`` with typed parameters, padded with NULL rows to a power of
-    two, so that a few statement texts serve every batch size (prepared once each)."""
-    width = len(types)
-    padded = 1 << (len(rows) - 1).bit_length()
-    args = [v for row in rows for v in row] + [None] * (width * (padded - len(rows)))
-    groups = ", ".join(
-        "(" + ", ".join(f"CAST(${n * width + i + 1} AS {t})" for i, t in enumerate(types)) + ")"
-        for n in range(padded)
+@functools.lru_cache(maxsize=16)
+def _move_sql(rows: int) -> str:
+    """The UPDATE of ``_update_moves`` for ``rows`` VALUES rows (a power of two): made once
+    per size, as the statement it prepares is."""
+    width = len(_MOVE_TYPES)
+    values = ", ".join(
+        "("
+        + ", ".join(f"CAST(${n * width + i + 1} AS {t})" for i, t in enumerate(_MOVE_TYPES))
+        + ")"
+        for n in range(rows)
     )
-    return "VALUES " + groups, args
-
-
-def _update_moves(moved: Sequence[Delivery]) -> tuple[Any, ...]:
-    """One UPDATE moving each delivery to its new state if its lease (``leased_by`` and
-    ``lease_until``) still holds, returning those it moved (id and the state stored). A
-    resend asked for during the try queues the delivery again right away instead."""
-    values, args = _values(
-        [
-            (
-                d.id,
-                d.state.value,
-                d.attempts,
-                opt_to_us(d.next_attempt_at),
-                to_us(d.updated_at),
-                d.leased_by,
-                opt_to_us(d.lease_until),
-            )
-            for d in moved
-        ],
-        _MOVE_TYPES,
-    )
-    sql = (
+    return (
         "UPDATE delivery SET state = CASE WHEN resend THEN 'pending' ELSE v.column2 END,"
         " attempts = CASE WHEN resend THEN 0 ELSE v.column3 END,"
         f" trigger = CASE WHEN resend THEN {int(Trigger.MANUAL)} ELSE trigger END,"
         " next_attempt_at = CASE WHEN resend THEN v.column5 ELSE v.column4 END,"
         " lease_until = NULL, leased_by = NULL, updated_at = v.column5, paced = FALSE,"
-        f" resend = FALSE FROM ({values}) AS v WHERE delivery.id = v.column1"
+        f" resend = FALSE FROM (VALUES {values}) AS v WHERE delivery.id = v.column1"
         " AND delivery.state = 'sending' AND delivery.leased_by = v.column6"
         # the very lease: a worker's stale copy of an expired lease it has claimed anew
         # must not move the delivery under its newer lease
         " AND delivery.lease_until = v.column7"
         " RETURNING delivery.id, delivery.state"
     )
-    return (sql, *args)
+
+
+def _update_moves(moved: Sequence[Delivery]) -> tuple[Any, ...]:
+    """One UPDATE moving each delivery to its new state if its lease (``leased_by`` and
+    ``lease_until``) still holds, returning those it moved (id and the state stored). A
+    resend asked for during the try queues the delivery again right away instead. The rows
+    are padded with NULL rows to a power of two, so that a few statements serve every size."""
+    rows = 1 << (len(moved) - 1).bit_length()
+    args = [
+        v
+        for d in moved
+        for v in (
+            d.id,
+            d.state.value,
+            d.attempts,
+            opt_to_us(d.next_attempt_at),
+            to_us(d.updated_at),
+            d.leased_by,
+            opt_to_us(d.lease_until),
+        )
+    ]
+    args += [None] * (len(_MOVE_TYPES) * (rows - len(moved)))
+    return (_move_sql(rows), *args)
 
 
 def _state_condition(status: int | None, args: list[Any]) -> str:
@@ -670,10 +672,7 @@ def _accepts_row(row: Row, msg: Message) -> bool:
 def _insert_deliveries(deliveries: Sequence[Delivery]) -> tuple[Any, ...]:
     """One multi-row INSERT (one round trip, unlike executemany) and its arguments."""
     width = 13
-    groups = ", ".join(
-        "(" + ", ".join(f"${n * width + i}" for i in range(1, width + 1)) + ")"
-        for n in range(len(deliveries))
-    )
+    groups = ", ".join(f"({marks(width, n * width + 1)})" for n in range(len(deliveries)))
     sql = _INSERT_DELIVERY.split("VALUES")[0] + "VALUES " + groups
     return (sql, *(v for d in deliveries for v in _delivery_values(d)))
 

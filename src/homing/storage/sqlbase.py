@@ -29,6 +29,11 @@ from homing.storage.rows import to_us
 T = TypeVar("T")
 
 
+def marks(count: int, first: int = 1) -> str:
+    """``count`` parameter places from ``$first`` on: ``"$1, $2, $3"``."""
+    return ", ".join(f"${i}" for i in range(first, first + count))
+
+
 class SqlBase:
     """Connection seam, schema and paging shared by the verb groups."""
 
@@ -54,9 +59,8 @@ class SqlBase:
         """Rows of ``table`` with these ids, converted, by id (one query)."""
         if not ids:
             return {}
-        marks = ", ".join(f"${i}" for i in range(1, len(ids) + 1))
         async with self.db.connection() as conn:
-            found = await conn.fetch(f"SELECT * FROM {table} WHERE id IN ({marks})", *ids)
+            found = await conn.fetch(f"SELECT * FROM {table} WHERE id IN ({marks(len(ids))})", *ids)
         return {r["id"]: convert(r) for r in found}
 
     def _endpoint(self, row: Row) -> Endpoint:
